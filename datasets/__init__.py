@@ -1,0 +1,1 @@
+"""Offline data: bundled sources, generators and real-format loaders (`refssm.datasets`)."""
