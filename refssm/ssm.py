@@ -170,7 +170,8 @@ def kernel_vjp(gK, A, B, C, dt, L, method="zoh"):
     With W = C Bbar, z = Abar: loss = 2 Re sum_n W_n S_n, S_n = sum_l gK[l] z_n^l, so
     grad W = 2 conj(S), grad z = 2 conj(W sum_l l gK[l] z^(l-1)); then the chain rule through
     the holomorphic maps W(C, Bbar), (Abar, Bbar)(A, B, dt): grad_x = grad_w conj(dw/dx) for complex x,
-    and Re(conj(grad_w) dw/ddt) for the real dt. gdt has dt's shape.
+    and Re(conj(grad_w) dw/ddt) for the real dt. Each gradient has its input's shape, so parameters
+    shared across channels (e.g. A of shape (1, N/2)) get the sum over the channels that use them.
     """
     A, B, dt_b = _check_ssm(A, B, dt, method)                                 # dt_b: (H, 1)
     C = as_array("C", C, dtype=complex)
@@ -188,7 +189,8 @@ def kernel_vjp(gK, A, B, C, dt, L, method="zoh"):
     gA = gz * np.conj(J["dAbar_dA"]) + gBbar * np.conj(J["dBbar_dA"])
     gB = gBbar * np.conj(J["dBbar_dB"])
     gdt_modes = (np.conj(gz) * J["dAbar_ddt"] + np.conj(gBbar) * J["dBbar_ddt"]).real
-    return gA, gB, gC, sum_to_shape(gdt_modes, dt_b.shape).reshape(np.shape(dt))
+    return (sum_to_shape(gA, A.shape), sum_to_shape(gB, B.shape), sum_to_shape(gC, C.shape),
+            sum_to_shape(gdt_modes, dt_b.shape).reshape(np.shape(dt)))
 
 
 def sum_to_shape(g, shape):

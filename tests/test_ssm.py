@@ -220,3 +220,17 @@ def test_conv_vjps():
 def test_bad_input_raises_value_error_naming_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_kernel_vjp_for_parameters_shared_across_channels():
+    # P-SpikeSSM shares (A, B) across the H channels of a layer: A, B (1, N/2), C (H, N/2)
+    rng = np.random.default_rng(7)
+    H, L = 3, 5
+    A, B = ssm.hippo_legs_normal(4)
+    A, B = A[None], B[None]
+    C = rng.standard_normal((H, 2)) + 1j * rng.standard_normal((H, 2))
+    dt = np.array([0.1, 0.2, 0.3])
+    gK = rng.standard_normal((H, L))
+    grads = ssm.kernel_vjp(gK, A, B, C, dt, L, "bilinear")
+    assert [g.shape for g in grads] == [A.shape, B.shape, C.shape, dt.shape]
+    check_vjp(lambda A, B, C, dt: np.sum(gK * ssm.kernel(A, B, C, dt, L, "bilinear")), grads, [A, B, C, dt])
