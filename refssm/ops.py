@@ -1,0 +1,330 @@
+"""Dense differentiable operations of the hand-written reverse mode, each forward beside its VJP.
+
+Every op is a pair of pure functions, in the style of HIPS autograd's primitives:
+
+    y, ctx = op(x, ...)        # forward: the output and a context tuple holding what the VJP needs
+    gx = op_vjp(ctx, gy)       # vector-Jacobian product: gy = dL/dy  ->  dL/dx
+
+A VJP with one differentiable input returns that gradient; with several it returns a tuple in the
+order of the forward's differentiable arguments. Integer, boolean and random inputs (labels,
+tokens, masks, rng) and running statistics are not differentiated.
+
+Activations are (B, H, L): batch, channels, time last. Ops that act per channel also accept
+(B, H) (pooled features); the channel axis is always axis 1. Everything is float64.
+"""
+
+import numpy as np
+from scipy.special import erf, expit, log_softmax
+
+from refssm._checks import as_array, choice, in_range
+
+_SQRT2 = np.sqrt(2.0)
+_SQRT2PI = np.sqrt(2.0 * np.pi)
+
+
+def _match(name, a, shape):
+    """Raise unless array `a` has exactly `shape`; return `a`."""
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
+    return a
+
+
+def _vector(name, v, n):
+    """A parameter vector of length n, e.g. per-channel gamma (H,)."""
+    return _match(name, as_array(name, v, ndim=1), (n,))
+
+
+def _cotangent(gy, shape):
+    """The upstream gradient dL/dy as a finite float64 array of the forward output's shape."""
+    return _match("gy", as_array("gy", gy), shape)
+
+
+def _per_channel(v, ndim):
+    """Broadcast a per-channel vector (H,) against an activation of `ndim` dims: (1, H, 1, ...)."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _batch_axes(ndim):
+    """Every axis except the channel axis 1: (0, 2, ...)."""
+    return (0,) + tuple(range(2, ndim))
+
+
+# ---------------------------------------------------------------------------------------------
+# Linear maps
+
+
+def linear(x, W, b):
+    """Linear map on the channel axis (a 1x1 convolution): y[b,o,l] = sum_i W[o,i] x[b,i,l] + b[o].
+
+    x (B, H_in, L) or (B, H_in); W (H_out, H_in); b (H_out,)  ->  y (B, H_out, L) or (B, H_out).
+    ctx = (x, W).
+    """
+    x = as_array("x", x, min_ndim=2)
+    W = as_array("W", W, ndim=2)
+    if x.shape[1] != W.shape[1]:
+        raise ValueError(f"x.shape[1] must equal W.shape[1] = {W.shape[1]}, got x of shape {x.shape}")
+    b = _vector("b", b, W.shape[0])
+    y = np.moveaxis(np.tensordot(W, x, axes=(1, 1)), 0, 1)     # (B, H_out, L), time axis contiguous
+    return y + _per_channel(b, x.ndim), (x, W)
+
+
+def linear_vjp(ctx, gy):
+    """-> (gx, gW, gb): gx = W^T gy, gW[o,i] = sum_{b,l} gy[b,o,l] x[b,i,l], gb[o] = sum_{b,l} gy[b,o,l]."""
+    x, W = ctx
+    gy = _cotangent(gy, (x.shape[0], W.shape[0]) + x.shape[2:])
+    axes = _batch_axes(x.ndim)
+    gx = np.moveaxis(np.tensordot(W, gy, axes=(0, 1)), 0, 1)  # (B, H_in, L)
+    gW = np.tensordot(gy, x, axes=(axes, axes))                 # (H_out, H_in)
+    return gx, gW, gy.sum(axis=axes)
+
+
+def channel_affine(x, alpha, beta):
+    """Per-channel scale and shift: y[b,h,l] = alpha[h] x[b,h,l] + beta[h].
+
+    x (B, H, L) or (B, H); alpha, beta (H,)  ->  y like x. ctx = (x, alpha).
+    (The affine of the norms, and P-SpikeSSM's learnable input/output affines.)
+    """
+    x = as_array("x", x, min_ndim=2)
+    alpha, beta = _vector("alpha", alpha, x.shape[1]), _vector("beta", beta, x.shape[1])
+    return _per_channel(alpha, x.ndim) * x + _per_channel(beta, x.ndim), (x, alpha)
+
+
+def channel_affine_vjp(ctx, gy):
+    """-> (gx, galpha, gbeta): gx = alpha gy, galpha[h] = sum gy x, gbeta[h] = sum gy (over b, l)."""
+    x, alpha = ctx
+    gy = _cotangent(gy, x.shape)
+    axes = _batch_axes(x.ndim)
+    return _per_channel(alpha, x.ndim) * gy, (gy * x).sum(axis=axes), gy.sum(axis=axes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pointwise nonlinearities
+
+
+def glu(x, axis=1):
+    """Gated linear unit: split x into halves a, b along `axis`; y = a * sigmoid(b).
+
+    x (B, 2H, L)  ->  y (B, H, L) for axis=1. ctx = (a, sigmoid(b), axis).
+    """
+    x = as_array("x", x, min_ndim=1)
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"axis must be an integer in [{-x.ndim}, {x.ndim - 1}], got {axis!r}")
+    if x.shape[axis] % 2:
+        raise ValueError(f"x.shape[axis] must be even (two halves), got {x.shape[axis]} for axis {axis}")
+    a, b = np.split(x, 2, axis=axis)
+    s = expit(b)
+    return a * s, (a, s, axis)
+
+
+def glu_vjp(ctx, gy):
+    """-> gx = concat(gy * s, gy * a * s (1 - s)) along the split axis, with s = sigmoid(b)."""
+    a, s, axis = ctx
+    gy = _cotangent(gy, a.shape)
+    return np.concatenate([gy * s, gy * a * s * (1.0 - s)], axis=axis)
+
+
+def gelu(x):
+    """Exact GELU: y = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)). Any shape. ctx = (x,)."""
+    x = as_array("x", x)
+    return 0.5 * x * (1.0 + erf(x / _SQRT2)), (x,)
+
+
+def gelu_vjp(ctx, gy):
+    """-> gx = gy (Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)."""
+    (x,) = ctx
+    gy = _cotangent(gy, x.shape)
+    return gy * (0.5 * (1.0 + erf(x / _SQRT2)) + x * np.exp(-0.5 * x * x) / _SQRT2PI)
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation
+
+
+def _normalize(x, axes, eps):
+    """xhat = (x - mean) / sqrt(var + eps), statistics over `axes` (biased variance)."""
+    mu = x.mean(axis=axes, keepdims=True)
+    inv_std = 1.0 / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+    return (x - mu) * inv_std, inv_std
+
+
+def _normalize_vjp(gxhat, xhat, inv_std, axes):
+    """Backward of _normalize: gx = inv_std (gxhat - mean(gxhat) - xhat mean(gxhat xhat))."""
+    return inv_std * (gxhat - gxhat.mean(axis=axes, keepdims=True)
+                      - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True))
+
+
+def layer_norm(x, gamma, beta, eps=1e-5):
+    """LayerNorm over channels, separately for every (b, l):
+
+        xhat = (x - mean_h x) / sqrt(var_h x + eps),   y = gamma[h] xhat + beta[h]   (biased var_h)
+
+    x (B, H, L) or (B, H); gamma, beta (H,)  ->  y like x. ctx = (xhat, 1/std, affine ctx).
+    """
+    x = as_array("x", x, min_ndim=2)
+    gamma, beta = _vector("gamma", gamma, x.shape[1]), _vector("beta", beta, x.shape[1])
+    eps = float(in_range("eps", eps, 0.0, lo_open=True))
+    xhat, inv_std = _normalize(x, (1,), eps)
+    y, actx = channel_affine(xhat, gamma, beta)
+    return y, (xhat, inv_std, actx)
+
+
+def layer_norm_vjp(ctx, gy):
+    """-> (gx, ggamma, gbeta)."""
+    xhat, inv_std, actx = ctx
+    gxhat, ggamma, gbeta = channel_affine_vjp(actx, gy)
+    return _normalize_vjp(gxhat, xhat, inv_std, (1,)), ggamma, gbeta
+
+
+def batch_norm(x, gamma, beta, running_mean, running_var, train, momentum=0.1, eps=1e-5):
+    """BatchNorm over channels, statistics over batch and time (every axis but 1).
+
+    train:  xhat = (x - mean) / sqrt(var + eps) with the batch's mean and biased var per channel;
+            running stats become (1 - momentum) running + momentum batch_stat, where the running
+            variance takes the unbiased batch variance (n / (n - 1), n = B L), as PyTorch does.
+    eval:   xhat = (x - running_mean) / sqrt(running_var + eps); running stats are returned as given.
+    y = gamma[h] xhat + beta[h].
+
+    x (B, H, L) or (B, H); gamma, beta, running_mean, running_var (H,)
+    -> (y like x, ctx, new_running_mean (H,), new_running_var (H,)). Pure: inputs are not modified.
+    """
+    x = as_array("x", x, min_ndim=2)
+    H, axes = x.shape[1], _batch_axes(x.ndim)
+    gamma, beta = _vector("gamma", gamma, H), _vector("beta", beta, H)
+    running_mean = _vector("running_mean", running_mean, H)
+    running_var = in_range("running_var", _vector("running_var", running_var, H), 0.0)
+    train = choice("train", train, (True, False))
+    momentum = float(in_range("momentum", momentum, 0.0, 1.0))
+    eps = float(in_range("eps", eps, 0.0, lo_open=True))
+    if train:
+        if x.size < 2 * H:
+            raise ValueError(f"x must hold at least 2 values per channel in train mode (B*L >= 2), got shape {x.shape}")
+        xhat, inv_std = _normalize(x, axes, eps)
+        mean, var = x.mean(axis=axes), x.var(axis=axes, ddof=1)
+        running_mean = (1.0 - momentum) * running_mean + momentum * mean
+        running_var = (1.0 - momentum) * running_var + momentum * var
+    else:
+        inv_std = _per_channel(1.0 / np.sqrt(running_var + eps), x.ndim)
+        xhat = (x - _per_channel(running_mean, x.ndim)) * inv_std
+    y, actx = channel_affine(xhat, gamma, beta)
+    return y, (train, xhat, inv_std, actx), running_mean, running_var
+
+
+def batch_norm_vjp(ctx, gy):
+    """-> (gx, ggamma, gbeta). In eval mode the statistics are constants: gx = gxhat / sqrt(running_var + eps)."""
+    train, xhat, inv_std, actx = ctx
+    gxhat, ggamma, gbeta = channel_affine_vjp(actx, gy)
+    gx = _normalize_vjp(gxhat, xhat, inv_std, _batch_axes(xhat.ndim)) if train else gxhat * inv_std
+    return gx, ggamma, gbeta
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout
+
+
+def dropout(x, p, rng, train):
+    """Dropout with the mask tied across time: one Bernoulli(1 - p) draw per (b, h), broadcast over L.
+
+    y = x * mask, mask[b,h] in {0, 1/(1 - p)}. Identity when not training or p == 0 (rng unused).
+    x (B, H, L) or (B, H); rng a numpy Generator  ->  y like x.
+    ctx = (mask (B, H, 1) or None for the identity, x.shape).
+    """
+    x = as_array("x", x, min_ndim=2)
+    p = float(in_range("p", p, 0.0, 1.0, hi_open=True))
+    train = choice("train", train, (True, False))
+    if not train or p == 0.0:
+        return x, (None, x.shape)
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    keep = rng.random(x.shape[:2] + (1,) * (x.ndim - 2)) >= p      # (B, H, 1): P(keep) = 1 - p
+    mask = keep / (1.0 - p)
+    return x * mask, (mask, x.shape)
+
+
+def dropout_vjp(ctx, gy):
+    """-> gx = gy * mask (gy itself for the identity)."""
+    mask, shape = ctx
+    gy = _cotangent(gy, shape)
+    return gy if mask is None else gy * mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder, decoder and loss
+
+
+def embedding(tokens, E):
+    """Token embedding, channels first: y[b,h,l] = E[tokens[b,l], h].
+
+    tokens (B, L) integers in [0, V); E (V, H)  ->  y (B, H, L). ctx = (tokens, V).
+    """
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"tokens must be a 2-D integer array (B, L), got {tokens.dtype} of shape {tokens.shape}")
+    E = as_array("E", E, ndim=2)
+    if tokens.size:
+        in_range("tokens", tokens, 0, E.shape[0] - 1)
+    return np.moveaxis(E[tokens], -1, 1), (tokens, E.shape[0])
+
+
+def embedding_vjp(ctx, gy):
+    """-> gE[v, h] = sum over (b, l) with tokens[b,l] == v of gy[b,h,l] (a scatter-add)."""
+    tokens, V = ctx
+    gy = as_array("gy", gy, ndim=3)
+    _match("gy", gy, (tokens.shape[0], gy.shape[1], tokens.shape[1]))
+    gE = np.zeros((V, gy.shape[1]))
+    np.add.at(gE, tokens, np.moveaxis(gy, 1, -1))
+    return gE
+
+
+def masked_mean(x, mask=None):
+    """Mean over the valid time steps: y[b,h] = sum_l mask[b,l] x[b,h,l] / sum_l mask[b,l].
+
+    x (B, H, L); mask (B, L) bool, or None for all steps valid  ->  y (B, H). ctx = (w,),
+    w = mask / count (B, L).
+    """
+    x = as_array("x", x, ndim=3)
+    if mask is None:
+        mask = np.ones((x.shape[0], x.shape[2]), dtype=bool)
+    mask = np.asarray(mask)
+    if mask.dtype != bool:
+        raise ValueError(f"mask must be a boolean array, got dtype {mask.dtype}")
+    _match("mask", mask, (x.shape[0], x.shape[2]))
+    count = mask.sum(axis=1, keepdims=True)          # (B, 1)
+    if np.any(count == 0):
+        raise ValueError("mask must mark at least 1 valid step in every row, got a row with none")
+    w = mask / count                                 # (B, L)
+    return np.einsum("bhl,bl->bh", x, w), (w,)
+
+
+def masked_mean_vjp(ctx, gy):
+    """-> gx[b,h,l] = gy[b,h] w[b,l]."""
+    (w,) = ctx
+    gy = as_array("gy", gy, ndim=2)
+    _match("gy", gy, (w.shape[0], gy.shape[1]))
+    return gy[:, :, None] * w[:, None, :]
+
+
+def cross_entropy(logits, labels):
+    """Mean softmax cross-entropy: loss = mean_b (logsumexp_c z[b,c] - z[b, labels[b]]).
+
+    logits (B, C); labels (B,) integers in [0, C)  ->  (loss float, ctx = (softmax (B, C), labels)).
+    """
+    z = as_array("logits", logits, ndim=2)
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be a 1-D integer array (B,), got {labels.dtype} of shape {labels.shape}")
+    _match("labels", labels, (z.shape[0],))
+    if z.shape[0] == 0:
+        raise ValueError("logits must hold at least 1 example (B >= 1), got B = 0")
+    in_range("labels", labels, 0, z.shape[1] - 1)
+    logp = log_softmax(z, axis=1)                    # (B, C)
+    loss = -logp[np.arange(z.shape[0]), labels].mean()
+    return float(loss), (np.exp(logp), labels)
+
+
+def cross_entropy_vjp(ctx, g=1.0):
+    """-> glogits = g (softmax(z) - onehot(labels)) / B, for the upstream scalar g = dL/dloss."""
+    probs, labels = ctx
+    g = float(as_array("g", g, ndim=0))
+    onehot = np.zeros_like(probs)
+    onehot[np.arange(labels.size), labels] = 1.0
+    return g * (probs - onehot) / labels.size
