@@ -65,6 +65,7 @@ def gsu(y, W, b, gamma, beta, sg, ratio=0.15):
     One matrix W (H, H) serves both branches; gradients flow through the surrogate at every H and,
     as in the public code's autograd, through the deltas (via the argmax of |.|).
     y (B, H, L) -> o (B, H, L). LayerNorm over channels with gamma, beta (H,).
+    ctx starts with (y_hat, W_hat), the ternary operands (for operation counts).
     """
     absy = np.abs(y)
     arg_y = np.argmax(absy, axis=1)[:, None]                                   # (B, 1, L)
@@ -77,14 +78,14 @@ def gsu(y, W, b, gamma, beta, sg, ratio=0.15):
     g, ctx_g = ops.linear(y, W_hat, np.zeros(W.shape[0]))
     n, ctx_n = ops.layer_norm(a * g, gamma, beta)
     o, ctx_o = ops.gelu(n)
-    ctx = (y, W, a, g, arg_y, arg_W, ratio, dyhat_dy, dyhat_ddelta, dWhat_dW, dWhat_ddelta,
+    ctx = (y_hat, W_hat, y, W, a, g, arg_y, arg_W, ratio, dyhat_dy, dyhat_ddelta, dWhat_dW, dWhat_ddelta,
            ctx_a, ctx_g, ctx_n, ctx_o)
     return o, ctx
 
 
 def gsu_vjp(ctx, go):
     """-> (gy, gW, gb, ggamma, gbeta)."""
-    (y, W, a, g, arg_y, arg_W, ratio, dyhat_dy, dyhat_ddelta, dWhat_dW, dWhat_ddelta,
+    (_, _, y, W, a, g, arg_y, arg_W, ratio, dyhat_dy, dyhat_ddelta, dWhat_dW, dWhat_ddelta,
      ctx_a, ctx_g, ctx_n, ctx_o) = ctx
     gn = ops.gelu_vjp(ctx_o, go)
     gag, ggamma, gbeta = ops.layer_norm_vjp(ctx_n, gn)
