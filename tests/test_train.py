@@ -1,0 +1,91 @@
+"""refssm.train and the CLI: resume gives the same parameters as an uninterrupted run, also after
+SIGKILL; checkpoints are loadable by eval/info; bad options are rejected."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from refssm import checkpoint, train
+
+TINY = ["--H", "8", "--N", "4", "--layers", "1", "--epochs", "2", "--batch-size", "64", "--seed", "3"]
+TINY_MODEL = dict(H=8, N=4, n_layers=1)
+TINY_TRAIN = dict(epochs=2, batch_size=64, seed=3)
+
+
+def _params(out):
+    return checkpoint.load(os.path.join(out, train.CKPT_NAME)).params
+
+
+def _quiet(*args, **kwargs):
+    pass
+
+
+@pytest.mark.parametrize("model", ["spikingssm", "pspikessm"])
+def test_resume_equals_uninterrupted(tmp_path, model):
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    train.run(model, full, log=_quiet, model_overrides=dict(TINY_MODEL, dropout=0.1), **TINY_TRAIN)
+    assert train.run(model, part, stop_after=7, log=_quiet, model_overrides=dict(TINY_MODEL, dropout=0.1),
+                     **TINY_TRAIN) is None
+    assert checkpoint.load(os.path.join(part, train.CKPT_NAME)).step == 7
+    train.run(model, part, resume=True, log=_quiet)
+    a, b = _params(full), _params(part)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "refssm.cli", *args]
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    subprocess.run(_cli("train", "--out", full, *TINY), check=True, env=env, capture_output=True)
+    ckpt = os.path.join(part, train.CKPT_NAME)
+    proc = subprocess.Popen(_cli("train", "--out", part, "--ckpt-every", "1", *TINY), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (os.path.exists(ckpt) and checkpoint.load(ckpt).step >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = checkpoint.load(ckpt).step
+    final_step = checkpoint.load(os.path.join(full, train.CKPT_NAME)).step
+    assert 3 <= killed_at < final_step, (killed_at, final_step)
+    out = subprocess.run(_cli("train", "--out", part, "--resume"), check=True, env=env, capture_output=True, text=True)
+    assert f"resumed {ckpt} at step {killed_at}" in out.stdout
+    a, b = _params(full), _params(part)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    last = out.stdout.strip().splitlines()[-1]
+    fields = dict(kv.split("=", 1) for kv in last.split())
+    assert {"test_acc", "spike_rate", "energy_uJ"} <= fields.keys()
+    info = subprocess.run(_cli("info", ckpt), check=True, capture_output=True, text=True).stdout
+    assert "format_version=1" in info and f"step={final_step}" in info
+    ev = subprocess.run(_cli("eval", ckpt), check=True, capture_output=True, text=True).stdout
+    assert dict(kv.split("=", 1) for kv in ev.strip().splitlines()[-1].split())["acc"] == fields["test_acc"]
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(epochs=0), "epochs"),
+    (dict(lr=-1.0), "lr"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(warmup=1.5), "warmup"),
+    (dict(learning_rate=0.1), "unknown training options"),
+])
+def test_bad_training_options(tmp_path, options, match):
+    with pytest.raises(ValueError, match=match):
+        train.run("spikingssm", str(tmp_path), log=_quiet, **options)
+
+
+def test_bad_model_options(tmp_path):
+    with pytest.raises(ValueError, match="unknown configuration keys"):
+        train.run("spikingssm", str(tmp_path), log=_quiet, model_overrides={"depth": 3})
+    with pytest.raises(ValueError, match="model"):
+        train.run("mamba", str(tmp_path), log=_quiet)
