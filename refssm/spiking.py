@@ -134,19 +134,26 @@ def lif_spike(y, ln_vth, tau, sg, gradient="output", backend="numpy", sdn_params
         v = z + 1.0
     else:
         s, v = _neurons(backend).lif(x, tau)
-    return s, (x, s, v, ln_vth, tau, sg, gradient)
+    return s, (x, s, v, ln_vth, tau, sg, gradient, backend)
 
 
 def lif_spike_vjp(ctx, gs):
     """-> (gy, gln_vth). With x = y exp(-ln_vth): gy = gx exp(-ln_vth), gln_vth = -sum_{b,t} gx x."""
-    x, s, v, ln_vth, tau, sg, gradient = ctx
+    x, s, v, ln_vth, tau, sg, gradient, backend = ctx
     g = sg.grad(v - 1.0)
-    gx = gs * g if gradient == "output" else _lif_bptt(gs, s, v, g, tau, gradient == "bptt")
+    if gradient == "output":
+        gx = gs * g
+    elif backend == "numba":
+        gx, _ = _neurons(backend).lif_vjp(gs, x, s, v, tau, 1.0, "hard", 0.0, g,
+                                          detach_reset=gradient == "bptt_detach_reset")
+    else:
+        gx = _lif_bptt(gs, s, v, g, tau, gradient == "bptt")
     return gx * np.exp(-ln_vth)[:, None], -np.sum(gx * x, axis=(0, 2))
 
 
 def _lif_bptt(gs, s, v, g, tau, through_reset):
-    """dL/dx of the hard-reset LIF, v_t = tau u_{t-1} + x_t, u_t = v_t (1 - s_t), s_t = H(v_t - 1).
+    """dL/dx of the hard-reset LIF, v_t = tau u_{t-1} + x_t, u_t = v_t (1 - s_t), s_t = H(v_t - 1)
+    (numpy; the Numba fast path is refssm.kernels.neurons.lif_vjp).
 
     Reverse time: dL/dv_t = gs_t g_t + dL/du_t du_t/dv_t, du_t/dv_t = (1 - s_t) - v_t g_t [through
     the reset], dL/du_{t-1} = tau dL/dv_t; dL/dx_t = dL/dv_t.

@@ -164,3 +164,15 @@ def test_bad_backend_and_gradient():
         spiking.lif_spike(np.ones((1, 2, 3)), np.zeros(2), 0.1, sg, gradient="sltt")
     with pytest.raises(ValueError, match="backend"):
         spiking.lif_spike(np.ones((1, 2, 3)), np.zeros(2), 0.1, sg, backend="cuda")
+
+
+@pytest.mark.parametrize("gradient", ["bptt", "bptt_detach_reset"])
+def test_lif_spike_numba_backend_matches_numpy(gradient):
+    rng = np.random.default_rng(6)
+    y, ln_vth, gs = 1.3 * rng.standard_normal((2, 3, 20)), 0.1 * rng.standard_normal(3), rng.standard_normal((2, 3, 20))
+    sg = surrogate.get("triangle")
+    s, ctx = spiking.lif_spike(y, ln_vth, 0.5, sg, gradient)
+    s_fast, ctx_fast = spiking.lif_spike(y, ln_vth, 0.5, sg, gradient, backend="numba")
+    np.testing.assert_array_equal(s, s_fast)
+    for a, b in zip(spiking.lif_spike_vjp(ctx, gs), spiking.lif_spike_vjp(ctx_fast, gs)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
