@@ -38,8 +38,13 @@ def _aux(cfg):
 
 
 def _task(name):
+    """The task's Dataset; refssm train handles single-sequence classification tasks."""
     from refssm import datasets
-    return datasets.load(name)
+    data = datasets.load(name)
+    if data.target != "class" or data.train.lengths.ndim != 1:
+        raise ValueError(f"task must be a single-sequence classification task for refssm train; "
+                         f"{name!r} has target {data.target!r}")
+    return data
 
 
 def evaluate(params, state, cfg, split, batch_size, seed, aux=None):

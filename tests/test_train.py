@@ -89,3 +89,8 @@ def test_bad_model_options(tmp_path):
         train.run("spikingssm", str(tmp_path), log=_quiet, model_overrides={"depth": 3})
     with pytest.raises(ValueError, match="model"):
         train.run("mamba", str(tmp_path), log=_quiet)
+
+
+def test_non_classification_task_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="task"):
+        train.run("spikingssm", str(tmp_path), log=_quiet, task="adding")
