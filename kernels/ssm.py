@@ -10,6 +10,7 @@ from numba import njit, prange
 
 from refssm._checks import as_array, positive_int
 from refssm.kernels.neurons import _rows
+from refssm import ssm
 from refssm.ssm import discretize
 
 _BLOCK = 64   # kernel: powers Abar^l are exp(l log Abar) every _BLOCK steps, running products between
@@ -54,18 +55,7 @@ def scan(u, Abar, Bbar, C):
     Abar, Bbar, C: (H, N/2) complex, or any shape broadcasting against u.shape[:-1] + (N/2,).
     Returns y (..., H, L). Memory: y plus the parameters broadcast to (..., H, N/2).
     """
-    u = as_array("u", u, min_ndim=1)
-    Abar = as_array("Abar", Abar, dtype=complex, min_ndim=1)
-    Bbar = as_array("Bbar", Bbar, dtype=complex, min_ndim=1)
-    C = as_array("C", C, dtype=complex, min_ndim=1)
-    if u.shape[-1] < 1:
-        raise ValueError("u must have length L >= 1 along its last (time) axis")
-    try:
-        shape = u.shape[:-1] + np.broadcast_shapes(Abar.shape[-1:], Bbar.shape[-1:], C.shape[-1:])
-        Abar, Bbar, C = (np.broadcast_to(p, shape) for p in (Abar, Bbar, C))
-    except ValueError:
-        raise ValueError(f"Abar, Bbar and C (shapes {Abar.shape}, {Bbar.shape}, {C.shape}) must "
-                         f"broadcast against u.shape[:-1] + (N/2,), u.shape = {u.shape}") from None
+    u, Abar, Bbar, C = ssm.check_scan(u, Abar, Bbar, C)
     y = np.empty(u.shape)
     _scan_rows(*_rows(u, Abar.real, Abar.imag, Bbar.real, Bbar.imag, C.real, C.imag, y))
     return y

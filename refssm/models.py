@@ -33,8 +33,9 @@ E_MAC_PJ, E_AC_PJ = 4.6, 0.9
 COMMON = dict(H=64, N=64, n_layers=2, dropout=0.0, prenorm=False, norm="batch", postnorm_bug=False,
               bidirectional=False, dt_min=1e-3, dt_max=1e-1, backend="numpy")
 MODEL_DEFAULTS = {
-    # Binary S4D: S4D-Inv, bilinear, Heaviside at 0 (fires only for y > 0), fast-sigmoid slope 25
-    "binary_s4d": dict(init="inv", method="bilinear", mixing="glu"),
+    # Binary S4D: S4D-Inv, bilinear, two-sided kernel (all its configs), Heaviside at 0 (fires only
+    # for y > 0), fast-sigmoid slope 25
+    "binary_s4d": dict(init="inv", method="bilinear", mixing="glu", bidirectional=True),
     # SpikingSSM: S4D-Lin, ZOH, LIF tau = 0.125, hard reset, triangle surrogate on y only (A2.1)
     "spikingssm": dict(init="lin", method="zoh", tau=0.125, neuron="lif", lif_gradient="output"),
     # SPikE-SSM: refractory soft-reset neuron by PMBC; tau, beta, theta_r not published (B5): our choice

@@ -284,18 +284,30 @@ def bidirectional_conv_vjp(gy, u, K_fwd, K_bwd):
 # Recurrence
 # --------------------------------------------------------------------------------------------------
 
-def scan(u, Abar, Bbar, C):
-    """The recurrence x_t = Abar x_{t-1} + Bbar u_t, x_{-1} = 0, y_t = 2 Re sum_n C_n x_t[n].
-
-    u: (..., H, L) real; Abar, Bbar, C: (H, N/2) complex. Returns y (..., H, L). Cost O(L) sequential
-    steps of O(H N) each. Equals causal_conv(u, K) with K from the same (Abar, Bbar, C).
-    """
+def check_scan(u, Abar, Bbar, C):
+    """Validate the inputs of `scan`; return them with Abar, Bbar, C broadcast to (..., H, N/2)."""
     u = as_array("u", u, min_ndim=1)
     Abar = as_array("Abar", Abar, dtype=complex, min_ndim=1)
     Bbar = as_array("Bbar", Bbar, dtype=complex, min_ndim=1)
     C = as_array("C", C, dtype=complex, min_ndim=1)
     if u.shape[-1] < 1:
         raise ValueError("u must have length L >= 1 along its last (time) axis")
+    try:
+        shape = u.shape[:-1] + np.broadcast_shapes(Abar.shape[-1:], Bbar.shape[-1:], C.shape[-1:])
+        Abar, Bbar, C = (np.broadcast_to(p, shape) for p in (Abar, Bbar, C))
+    except ValueError:
+        raise ValueError(f"Abar, Bbar and C (shapes {Abar.shape}, {Bbar.shape}, {C.shape}) must "
+                         f"broadcast against u.shape[:-1] + (N/2,), u.shape = {u.shape}") from None
+    return u, Abar, Bbar, C
+
+
+def scan(u, Abar, Bbar, C):
+    """The recurrence x_t = Abar x_{t-1} + Bbar u_t, x_{-1} = 0, y_t = 2 Re sum_n C_n x_t[n].
+
+    u: (..., H, L) real; Abar, Bbar, C: (H, N/2) complex. Returns y (..., H, L). Cost O(L) sequential
+    steps of O(H N) each. Equals causal_conv(u, K) with K from the same (Abar, Bbar, C).
+    """
+    u, Abar, Bbar, C = check_scan(u, Abar, Bbar, C)
     x = np.zeros(u.shape[:-1] + Abar.shape[-1:], dtype=complex)                # (..., H, N/2)
     y = np.empty(u.shape)
     for t in range(u.shape[-1]):
