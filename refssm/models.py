@@ -42,7 +42,8 @@ MODEL_DEFAULTS = {
     "spike_ssm": dict(init="lin", method="zoh", tau=0.125, beta=0.5, theta_r=0.1),
     # P-SpikeSSM: LegS shared per layer, trainable B, bilinear, BatchNorm pre-norm, two samplers
     "pspikessm": dict(init="legs", method="bilinear", prenorm=True),
-    # LongSpike: fractional-order SSM kernel (exact GL by default), LIF as SpikingSSM
+    # LongSpike: fractional-order SSM kernel, the exact GL scheme by default; frac_method="soe_decoupled"
+    # is the public code's sum of M = 2 decoupled exponentials with learnable (omega, eta); LIF as SpikingSSM
     "longspike": dict(init="lin", method="zoh", tau=0.125, neuron="lif", lif_gradient="output",
                       alpha=0.8, frac_method="gl"),
 }
@@ -73,6 +74,8 @@ def make_config(model, d_input=None, n_classes=10, vocab_size=None, **overrides)
     choice("method", cfg["method"], ssm.METHODS)
     if model == "binary_s4d":
         choice("mixing", cfg["mixing"], ("glu", "gsu"))
+    if model == "longspike":
+        choice("frac_method", cfg["frac_method"], ("gl", "gl_explicit", "soe_decoupled"))
     if model in ("spikingssm", "longspike"):
         choice("neuron", cfg["neuron"], ("lif", "sdn"))
         choice("lif_gradient", cfg["lif_gradient"], spiking.LIF_GRADIENTS)
@@ -126,6 +129,10 @@ def init_params(cfg, rng):
         p[pre + "D"] = rng.standard_normal(H)
         if model in ("spikingssm", "longspike"):
             p[pre + "ln_vth"] = np.zeros(H)
+        if model == "longspike" and cfg["frac_method"] == "soe_decoupled":
+            from refssm import fractional
+            # main branch defaults omega = [0, 0.1], eta = [1, 0.1] (longspike.md 2.3)
+            p[pre + "omega_logit"], p[pre + "eta_logit"] = fractional.longspike_logits([0.0, 0.1], [1.0, 0.1])
         if model == "spike_ssm":
             p[pre + "ln_vth"], p[pre + "log_theta_r"] = np.zeros(H), np.full(H, np.log(cfg["theta_r"]))
         if model == "pspikessm":
@@ -187,26 +194,39 @@ def _ssm_tensors(p, pre):
     return A, B, np.exp(p[pre + "log_dt"])
 
 
+def _soe_terms(p, cfg, pre):
+    """LongSpike's decoupled-SOE (omega, eta), one set of M per layer (longspike.md 2.3), as kwargs."""
+    if cfg["model"] != "longspike" or cfg["frac_method"] != "soe_decoupled":
+        return {}
+    from refssm import fractional
+    omega, eta = fractional.longspike_omega_eta(p[pre + "omega_logit"], p[pre + "eta_logit"])
+    return dict(omega=omega, eta=eta)
+
+
 def ssm_kernels(p, cfg, pre, L):
     """The layer's kernels, one per direction: list of (H, L) arrays."""
     A, B, dt = _ssm_tensors(p, pre)
     Cs = [p[pre + d + "_re"] + 1j * p[pre + d + "_im"] for d in _directions(cfg)]
     if cfg["model"] == "longspike":
         from refssm import fractional
-        return [fractional.fssm_conv_kernel(A, B, C, dt, L, cfg["alpha"], cfg["frac_method"]) for C in Cs]
+        soe = _soe_terms(p, cfg, pre)
+        return [fractional.fssm_conv_kernel(A, B, C, dt, L, cfg["alpha"], cfg["frac_method"], **soe) for C in Cs]
     return [ssm.kernel(A, B, C, dt, L, cfg["method"]) for C in Cs]
 
 
 def ssm_kernels_vjp(p, cfg, pre, L, gKs, grads):
     """Accumulate the gradients of the layer's SSM parameters from the kernels' gradients gKs."""
     A, B, dt = _ssm_tensors(p, pre)
-    gA = gB = gdt = 0.0
+    soe = _soe_terms(p, cfg, pre)
+    gA = gB = gdt = g_omega = g_eta = 0.0
     for d, gK in zip(_directions(cfg), gKs):
         C = p[pre + d + "_re"] + 1j * p[pre + d + "_im"]
         if cfg["model"] == "longspike":
             from refssm import fractional
-            gA_d, gB_d, gC, gdt_d = fractional.fssm_conv_kernel_vjp(gK, A, B, C, dt, L, cfg["alpha"],
-                                                                    cfg["frac_method"])
+            gA_d, gB_d, gC, gdt_d, *g_soe = fractional.fssm_conv_kernel_vjp(gK, A, B, C, dt, L, cfg["alpha"],
+                                                                            cfg["frac_method"], **soe)
+            if soe:
+                g_omega, g_eta = g_omega + g_soe[0], g_eta + g_soe[1]
         else:
             gA_d, gB_d, gC, gdt_d = ssm.kernel_vjp(gK, A, B, C, dt, L, cfg["method"])
         gA, gB, gdt = gA + gA_d, gB + gB_d, gdt + gdt_d
@@ -216,6 +236,10 @@ def ssm_kernels_vjp(p, cfg, pre, L, gKs, grads):
     if pre + "B_re" in p:
         grads[pre + "B_re"], grads[pre + "B_im"] = gB.real, gB.imag
     grads[pre + "log_dt"] = gdt * dt
+    if soe:
+        from refssm import fractional
+        grads[pre + "omega_logit"], grads[pre + "eta_logit"] = fractional.longspike_omega_eta_vjp(
+            g_omega, g_eta, p[pre + "omega_logit"], p[pre + "eta_logit"])
 
 
 def _conv(z, Ks):
