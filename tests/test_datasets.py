@@ -1,6 +1,5 @@
 """refssm.datasets: the Dataset form, batching, splitting, permutation, caching, bundled sources, CLI."""
 
-import socket
 
 import numpy as np
 import pytest
@@ -10,16 +9,6 @@ from hypothesis import strategies as st
 import refssm.datasets as D
 from refssm.cli import main
 from refssm.datasets import cache, core, listops
-
-
-@pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    """Every test here runs with its cache in tmp_path and with network connections refused."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("a dataset tried to use the network")
-    monkeypatch.setenv("REFSSM_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def _split(lengths, steps=4):

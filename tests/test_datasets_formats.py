@@ -1,7 +1,6 @@
 """Real-format loaders read small files written here in the real formats, and reject malformed ones."""
 
 import gzip
-import socket
 import struct
 
 import numpy as np
@@ -10,16 +9,6 @@ from scipy.io import wavfile
 
 import refssm.datasets as D
 from refssm.datasets import images, speech, text
-
-
-@pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    """Every test here runs with its cache in tmp_path and with network connections refused."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("a dataset tried to use the network")
-    monkeypatch.setenv("REFSSM_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 # ---------------------------------------------------------------- IDX (MNIST, Fashion-MNIST)

