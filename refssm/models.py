@@ -24,7 +24,7 @@ as its recurrence, N real MACs per channel per step (N/2 complex modes), whateve
 
 import numpy as np
 
-from refssm import ops, spiking, ssm, surrogate
+from refssm import fractional, ops, spiking, ssm, surrogate
 from refssm._checks import choice, in_range, positive_int
 
 MODELS = ("binary_s4d", "spikingssm", "spike_ssm", "pspikessm", "longspike")
@@ -115,13 +115,12 @@ def init_params(cfg, rng):
         pre = f"layers.{i}."
         if cfg["norm"] is not None:
             norm(pre + "norm.")
-        shared = model == "pspikessm"                                      # (A, B) shared by the layer
+        shared = model == "pspikessm"                    # (A, B) shared by the layer's channels, B trainable
         s = ssm.init_diag(1 if shared else H, N, cfg["init"], cfg["dt_min"], cfg["dt_max"], rng)
         p[pre + "log_A_real"], p[pre + "A_imag"] = np.log(-s["A"].real), s["A"].imag
         if shared:
             p[pre + "B_re"], p[pre + "B_im"] = s["B"].real, s["B"].imag
-            s["C"] = ssm.init_diag(H, N, cfg["init"], rng=rng)["C"]
-            s["log_dt"] = rng.uniform(np.log(cfg["dt_min"]), np.log(cfg["dt_max"]), H)
+            s = ssm.init_diag(H, N, cfg["init"], cfg["dt_min"], cfg["dt_max"], rng)   # per channel C, dt
         p[pre + "log_dt"], p[pre + "C_re"], p[pre + "C_im"] = s["log_dt"], s["C"].real, s["C"].imag
         if cfg["bidirectional"]:
             Cb = ssm.init_diag(H, N, cfg["init"], rng=rng)["C"]
@@ -130,7 +129,6 @@ def init_params(cfg, rng):
         if model in ("spikingssm", "longspike"):
             p[pre + "ln_vth"] = np.zeros(H)
         if model == "longspike" and cfg["frac_method"] == "soe_decoupled":
-            from refssm import fractional
             # main branch defaults omega = [0, 0.1], eta = [1, 0.1] (longspike.md 2.3)
             p[pre + "omega_logit"], p[pre + "eta_logit"] = fractional.longspike_logits([0.0, 0.1], [1.0, 0.1])
         if model == "spike_ssm":
@@ -198,7 +196,6 @@ def _soe_terms(p, cfg, pre):
     """LongSpike's decoupled-SOE (omega, eta), one set of M per layer (longspike.md 2.3), as kwargs."""
     if cfg["model"] != "longspike" or cfg["frac_method"] != "soe_decoupled":
         return {}
-    from refssm import fractional
     omega, eta = fractional.longspike_omega_eta(p[pre + "omega_logit"], p[pre + "eta_logit"])
     return dict(omega=omega, eta=eta)
 
@@ -208,7 +205,6 @@ def ssm_kernels(p, cfg, pre, L):
     A, B, dt = _ssm_tensors(p, pre)
     Cs = [p[pre + d + "_re"] + 1j * p[pre + d + "_im"] for d in _directions(cfg)]
     if cfg["model"] == "longspike":
-        from refssm import fractional
         soe = _soe_terms(p, cfg, pre)
         return [fractional.fssm_conv_kernel(A, B, C, dt, L, cfg["alpha"], cfg["frac_method"], **soe) for C in Cs]
     return [ssm.kernel(A, B, C, dt, L, cfg["method"]) for C in Cs]
@@ -222,7 +218,6 @@ def ssm_kernels_vjp(p, cfg, pre, L, gKs, grads):
     for d, gK in zip(_directions(cfg), gKs):
         C = p[pre + d + "_re"] + 1j * p[pre + d + "_im"]
         if cfg["model"] == "longspike":
-            from refssm import fractional
             gA_d, gB_d, gC, gdt_d, *g_soe = fractional.fssm_conv_kernel_vjp(gK, A, B, C, dt, L, cfg["alpha"],
                                                                             cfg["frac_method"], **soe)
             if soe:
@@ -237,7 +232,6 @@ def ssm_kernels_vjp(p, cfg, pre, L, gKs, grads):
         grads[pre + "B_re"], grads[pre + "B_im"] = gB.real, gB.imag
     grads[pre + "log_dt"] = gdt * dt
     if soe:
-        from refssm import fractional
         grads[pre + "omega_logit"], grads[pre + "eta_logit"] = fractional.longspike_omega_eta_vjp(
             g_omega, g_eta, p[pre + "omega_logit"], p[pre + "eta_logit"])
 
