@@ -43,12 +43,18 @@ def _cli(*args):
     return [sys.executable, "-m", "refssm.cli", *args]
 
 
+def _run(cmd, tmp_path, **kwargs):
+    """Run from tmp_path: `python -m` puts the working directory first on sys.path, and the source tree's
+    refssm/ would shadow the installed package (whose kernels/ and datasets/ are mapped into it)."""
+    return subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, text=True, **kwargs)
+
+
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    subprocess.run(_cli("train", "--out", full, *TINY), check=True, env=env, capture_output=True)
+    _run(_cli("train", "--out", full, *TINY), tmp_path, env=env)
     ckpt = os.path.join(part, train.CKPT_NAME)
-    proc = subprocess.Popen(_cli("train", "--out", part, "--ckpt-every", "1", *TINY), env=env,
+    proc = subprocess.Popen(_cli("train", "--out", part, "--ckpt-every", "1", *TINY), cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not (os.path.exists(ckpt) and checkpoint.load(ckpt).step >= 3):
@@ -58,7 +64,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     killed_at = checkpoint.load(ckpt).step
     final_step = checkpoint.load(os.path.join(full, train.CKPT_NAME)).step
     assert 3 <= killed_at < final_step, (killed_at, final_step)
-    out = subprocess.run(_cli("train", "--out", part, "--resume"), check=True, env=env, capture_output=True, text=True)
+    out = _run(_cli("train", "--out", part, "--resume"), tmp_path, env=env)
     assert f"resumed {ckpt} at step {killed_at}" in out.stdout
     a, b = _params(full), _params(part)
     for k in a:
@@ -66,9 +72,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     last = out.stdout.strip().splitlines()[-1]
     fields = dict(kv.split("=", 1) for kv in last.split())
     assert {"test_acc", "spike_rate", "energy_uJ"} <= fields.keys()
-    info = subprocess.run(_cli("info", ckpt), check=True, capture_output=True, text=True).stdout
+    info = _run(_cli("info", ckpt), tmp_path).stdout
     assert "format_version=1" in info and f"step={final_step}" in info
-    ev = subprocess.run(_cli("eval", ckpt), check=True, capture_output=True, text=True).stdout
+    ev = _run(_cli("eval", ckpt), tmp_path).stdout
     assert dict(kv.split("=", 1) for kv in ev.strip().splitlines()[-1].split())["acc"] == fields["test_acc"]
 
 
