@@ -17,7 +17,7 @@ import numpy as np
 from refssm import checkpoint, models, ops, optim
 from refssm._checks import in_range, positive_int
 
-TRAIN_DEFAULTS = dict(task="digits", epochs=10, batch_size=32, lr=0.01, weight_decay=0.01, ssm_lr=1e-3,
+TRAIN_DEFAULTS = dict(task="digits", data_dir=None, epochs=10, batch_size=32, lr=0.01, weight_decay=0.01, ssm_lr=1e-3,
                       warmup=0.1, clip=1.0, seed=0, ckpt_every=0)
 CKPT_NAME = "checkpoint.h5"
 
@@ -37,10 +37,11 @@ def _aux(cfg):
     return {}
 
 
-def _task(name):
-    """The task's Dataset; refssm train handles single-sequence classification tasks."""
+def _task(name, data_dir=None):
+    """The task's Dataset (files from data_dir for tasks that read them); refssm train handles
+    single-sequence classification tasks."""
     from refssm import datasets
-    data = datasets.load(name)
+    data = datasets.load(name, **({} if data_dir is None else {"data_dir": data_dir}))
     if data.target != "class" or data.train.lengths.ndim != 1:
         raise ValueError(f"task must be a single-sequence classification task for refssm train; "
                          f"{name!r} has target {data.target!r}")
@@ -123,14 +124,14 @@ def run(model="spikingssm", out="runs/default", resume=False, stop_after=None, l
     if resume:
         ckpt = checkpoint.load(path)
         opts, cfg = ckpt.config["train"], ckpt.config["model"]
-        data = _task(opts["task"])
+        data = _task(opts["task"], opts["data_dir"])
         params, opt_state, state, step = ckpt.params, ckpt.opt_state, ckpt.extra or {}, ckpt.step
         rng = np.random.default_rng()
         rng.bit_generator.state = ckpt.rng_state
         log(f"resumed {path} at step {step}")
     else:
         opts = _check_options(train_options)
-        data = _task(opts["task"])
+        data = _task(opts["task"], opts["data_dir"])
         cfg = models.make_config(model, d_input=data.d_input, vocab_size=data.vocab_size,
                                  n_classes=data.n_classes, **(model_overrides or {}))
         params, state = models.init_params(cfg, np.random.default_rng(opts["seed"]))
@@ -220,7 +221,7 @@ def _cmd_train(args):
 def _cmd_eval(args):
     ckpt = checkpoint.load(args.checkpoint)
     cfg, opts = ckpt.config["model"], ckpt.config["train"]
-    data = _task(opts["task"])
+    data = _task(opts["task"], opts["data_dir"])
     test = evaluate(ckpt.params, ckpt.extra or {}, cfg, getattr(data, args.split), 256, opts["seed"], _aux(cfg))
     print("spike rate per layer: " + " ".join(f"{r:.3f}" for r in test["layer_rates"]))
     print(format_summary(dict(model=cfg["model"], task=opts["task"], split=args.split, acc=test["acc"],
@@ -248,7 +249,8 @@ def add_parser(sub):
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many optimizer steps in total")
     for k, v in TRAIN_DEFAULTS.items():
-        p.add_argument("--" + k.replace("_", "-"), type=type(v), default=None, help=f"default {v}")
+        p.add_argument("--" + k.replace("_", "-"), type=str if v is None else type(v), default=None,
+                       help=f"default {v}")
     for k, t in _MODEL_FLAGS.items():
         p.add_argument("--" + k.replace("_", "-"), type=t, default=None,
                        help="model option (defaults per model: refssm.models.MODEL_DEFAULTS)")
