@@ -94,3 +94,35 @@ def kernel(A, B, C, dt, L, method="zoh"):
     K = np.empty(W.shape[:-1] + (L,))
     _kernel_rows(*_rows(W, Abar, np.log(Abar), K))
     return K
+
+
+@njit(parallel=True, cache=True)
+def _power_sums_rows(g, Abar, log_Abar, S, T):
+    R, L = g.shape
+    n = Abar.shape[1]
+    for i in prange(R):
+        for k in range(n):
+            s = 0j
+            t = 0j
+            for l0 in range(0, L, _BLOCK):
+                p = np.exp(l0 * log_Abar[i, k])                                # the oracle's power
+                for l in range(l0, min(l0 + _BLOCK, L)):
+                    s += g[i, l] * p
+                    t += l * g[i, l] * p
+                    p *= Abar[i, k]
+            S[i, k] = s
+            T[i, k] = t / Abar[i, k]
+
+
+def power_sums(gK, Abar):
+    """Fast path of refssm.ssm.power_sums (S = sum_l gK[l] Abar^l, T = dS/dAbar); must match it to 1e-12
+    relative. Powers as in `kernel`: no (H, N/2, L) Vandermonde, memory O(H N)."""
+    g = np.ascontiguousarray(np.broadcast_to(gK, Abar.shape[:-1] + gK.shape[-1:]), dtype=np.float64)
+    S, T = np.empty(Abar.shape, complex), np.empty(Abar.shape, complex)
+    _power_sums_rows(*_rows(g, np.ascontiguousarray(Abar), np.log(Abar), S, T))
+    return S, T
+
+
+def kernel_vjp(gK, A, B, C, dt, L, method="zoh"):
+    """Fast path of refssm.ssm.kernel_vjp (the same chain rule, with `power_sums` in Numba)."""
+    return ssm.kernel_vjp(gK, A, B, C, dt, L, method, sums=power_sums)

@@ -200,6 +200,14 @@ def _soe_terms(p, cfg, pre):
     return dict(omega=omega, eta=eta)
 
 
+def _kernel_module(cfg):
+    """refssm.ssm, or its Numba fast path refssm.kernels.ssm (no Vandermonde matrix) for backend numba."""
+    if cfg["backend"] == "numba":
+        from refssm.kernels import ssm as fast
+        return fast
+    return ssm
+
+
 def ssm_kernels(p, cfg, pre, L):
     """The layer's kernels, one per direction: list of (H, L) arrays."""
     A, B, dt = _ssm_tensors(p, pre)
@@ -207,7 +215,7 @@ def ssm_kernels(p, cfg, pre, L):
     if cfg["model"] == "longspike":
         soe = _soe_terms(p, cfg, pre)
         return [fractional.fssm_conv_kernel(A, B, C, dt, L, cfg["alpha"], cfg["frac_method"], **soe) for C in Cs]
-    return [ssm.kernel(A, B, C, dt, L, cfg["method"]) for C in Cs]
+    return [_kernel_module(cfg).kernel(A, B, C, dt, L, cfg["method"]) for C in Cs]
 
 
 def ssm_kernels_vjp(p, cfg, pre, L, gKs, grads):
@@ -223,7 +231,7 @@ def ssm_kernels_vjp(p, cfg, pre, L, gKs, grads):
             if soe:
                 g_omega, g_eta = g_omega + g_soe[0], g_eta + g_soe[1]
         else:
-            gA_d, gB_d, gC, gdt_d = ssm.kernel_vjp(gK, A, B, C, dt, L, cfg["method"])
+            gA_d, gB_d, gC, gdt_d = _kernel_module(cfg).kernel_vjp(gK, A, B, C, dt, L, cfg["method"])
         gA, gB, gdt = gA + gA_d, gB + gB_d, gdt + gdt_d
         grads[pre + d + "_re"], grads[pre + d + "_im"] = gC.real, gC.imag
     grads[pre + "log_A_real"] = gA.real * A.real                               # d(-exp(a))/da = A.real

@@ -164,7 +164,17 @@ def kernel(A, B, C, dt, L, method="zoh"):
     return 2 * np.einsum("...n,...nl->...l", C * Bbar, vandermonde(Abar, L)).real
 
 
-def kernel_vjp(gK, A, B, C, dt, L, method="zoh"):
+def power_sums(gK, Abar):
+    """S_n = sum_l gK[l] Abar_n^l and T_n = sum_l l gK[l] Abar_n^(l-1) (dS/dAbar): the two reductions of
+    `kernel_vjp`. gK (..., L), Abar (..., N/2) -> S, T (..., N/2). Cost O(H N L) with the Vandermonde."""
+    L = gK.shape[-1]
+    V = vandermonde(Abar, L)                                                   # (H, N/2, L)
+    S = np.einsum("...l,...nl->...n", gK, V)
+    T = np.einsum("...l,...nl->...n", gK * np.arange(L), V) / Abar
+    return S, T
+
+
+def kernel_vjp(gK, A, B, C, dt, L, method="zoh", sums=power_sums):
     """VJP of `kernel`: (gA, gB, gC, gdt) for upstream gK (H, L).
 
     With W = C Bbar, z = Abar: loss = 2 Re sum_n W_n S_n, S_n = sum_l gK[l] z_n^l, so
@@ -172,15 +182,15 @@ def kernel_vjp(gK, A, B, C, dt, L, method="zoh"):
     the holomorphic maps W(C, Bbar), (Abar, Bbar)(A, B, dt): grad_x = grad_w conj(dw/dx) for complex x,
     and Re(conj(grad_w) dw/ddt) for the real dt. Each gradient has its input's shape, so parameters
     shared across channels (e.g. A of shape (1, N/2)) get the sum over the channels that use them.
+    sums: the function computing (S, T); the fast path refssm.kernels.ssm.kernel_vjp passes its own.
     """
     A, B, dt_b = _check_ssm(A, B, dt, method)                                 # dt_b: (H, 1)
     C = as_array("C", C, dtype=complex)
     gK = as_array("gK", gK)
+    if gK.shape[-1] != positive_int("L", L):
+        raise ValueError(f"gK must have length L = {L} along its last axis, got shape {gK.shape}")
     Abar, Bbar = discretize(A, B, dt_b, method)
-    V = vandermonde(Abar, L)                                                   # (H, N/2, L)
-    l = np.arange(L)
-    S = np.einsum("...l,...nl->...n", gK, V)                                   # sum_l gK z^l
-    T = np.einsum("...l,...nl->...n", gK * l, V) / Abar                        # sum_l l gK z^(l-1)
+    S, T = sums(gK, np.broadcast_to(Abar, np.broadcast_shapes(Abar.shape, C.shape)))
     W = C * Bbar
     gW, gz = 2 * np.conj(S), 2 * np.conj(W * T)
     gC = gW * np.conj(Bbar)

@@ -58,6 +58,20 @@ def test_kernel_matches_oracle(H, N, L, init, method, dt_shape, seed):
     _assert_close(fast.kernel(*args), ssm.kernel(*args))
 
 
+@settings(max_examples=30, deadline=None)
+@given(H=st.integers(1, 4), N=st.sampled_from([2, 4, 16, 64]), L=st.one_of(st.just(1), st.integers(1, 300)),
+       init=st.sampled_from(ssm.INITS), method=st.sampled_from(ssm.METHODS), shared=st.booleans(), seed=seeds)
+def test_kernel_vjp_matches_oracle(H, N, L, init, method, shared, seed):
+    rng = np.random.default_rng(seed)
+    p = ssm.init_diag(H, N, init, rng=rng)
+    A, B = (p["A"][:1], p["B"][:1]) if shared else (p["A"], p["B"])          # (A, B) shared by channels
+    gK = rng.standard_normal((H, L))
+    args = (gK, A, B, p["C"], np.exp(p["log_dt"]), L, method)
+    for g_fast, g in zip(fast.kernel_vjp(*args), ssm.kernel_vjp(*args)):
+        assert g_fast.shape == g.shape
+        _assert_close(g_fast, g)
+
+
 def test_kernel_long_and_leading_dims():
     rng = np.random.default_rng(3)
     p = ssm.init_diag(2, 8, "inv", rng=rng)

@@ -8,7 +8,7 @@ import pytest
 from gradcheck import central_diff_grad
 from refssm import models
 
-CASES = [("binary_s4d", {}), ("spikingssm", {}), ("spike_ssm", {"bidirectional": True}), ("pspikessm", {}),
+CASES = [("binary_s4d", {}), ("spikingssm", {}), ("spikingssm", {"backend": "numba", "bidirectional": True}), ("spike_ssm", {"bidirectional": True}), ("pspikessm", {}),
          ("longspike", {}), ("longspike", {"frac_method": "soe_decoupled", "bidirectional": True}),
          ("longspike", {"frac_method": "gl_explicit", "alpha": 0.5})]
 
