@@ -175,11 +175,11 @@ def refractory_spike(y, ln_vth, log_theta_r, tau, beta, sg, backend="numpy"):
     """Spikes of the soft-reset refractory neuron (refssm.neurons.refractory), solved exactly by PMBC.
 
     v_th = exp(ln_vth) (H,) and theta_r = exp(log_theta_r) (H,) are trainable; tau, beta fixed.
-    Returns s (B, H, L), ctx; ctx keeps the PMBC iteration count for reporting.
+    Returns s (B, H, L) and ctx.
     """
     v_th, theta_r = np.exp(ln_vth), np.exp(log_theta_r)
-    s, m, iterations = _neurons(backend).pmbc(y, tau, v_th, theta_r, beta)
-    return s, (s, m, v_th, theta_r, tau, beta, sg, iterations)
+    s, m, _ = _neurons(backend).pmbc(y, tau, v_th, theta_r, beta)
+    return s, (s, m, v_th, theta_r, tau, beta, sg)
 
 
 def refractory_spike_vjp(ctx, gs):
@@ -190,7 +190,7 @@ def refractory_spike_vjp(ctx, gs):
       dL/dv_th     = sum_t G_t (-1 - sum_{d>=1} tau^d s_{t-d})         (threshold and soft reset)
       dL/dtheta_r  = sum_t G_t (-sum_{d>=1} beta^(d-1) s_{t-d})        (refractory trace)
     """
-    s, m, v_th, theta_r, tau, beta, sg, _ = ctx
+    s, m, v_th, theta_r, tau, beta, sg = ctx
     G = gs * sg.grad(m - v_th[:, None])
     L = s.shape[-1]
     gy = np.empty_like(G)
