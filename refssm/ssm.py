@@ -237,13 +237,6 @@ def _fft_conv(u, K):
     return np.fft.irfft(np.fft.rfft(u, n) * np.fft.rfft(K, n), n)[..., :L]
 
 
-def _fft_corr(g, u):
-    """c[..., j] = sum_t g[..., t] u[..., t - j] for j = 0..L-1 (the adjoint of _fft_conv in K)."""
-    L = u.shape[-1]
-    n = 2 * L
-    return np.fft.irfft(np.fft.rfft(g, n) * np.conj(np.fft.rfft(u, n)), n)[..., :L]
-
-
 def causal_conv(u, K):
     """y[..., t] = sum_{j<=t} K[..., j] u[..., t-j].
 
@@ -255,12 +248,16 @@ def causal_conv(u, K):
 
 
 def causal_conv_vjp(gy, u, K):
-    """VJP of `causal_conv`: gu[s] = sum_{t>=s} K[t-s] gy[t] (time-reversed conv); gK = corr(gy, u)."""
+    """VJP of `causal_conv`, two correlations sharing the FFT of gy (zero-padded to 2L, so linear):
+    gu[s] = sum_{t>=s} K[t-s] gy[t],  gK[j] = sum_t gy[t] u[t-j] (summed over broadcast axes)."""
     u, K = _check_conv(u, K)
     gy = as_array("gy", gy)
-    gu = _fft_conv(gy[..., ::-1], K)[..., ::-1]
-    gK = sum_to_shape(_fft_corr(gy, u), K.shape)
-    return sum_to_shape(gu, u.shape), gK
+    L = u.shape[-1]
+    n = 2 * L
+    G = np.fft.rfft(gy, n)
+    gu = np.fft.irfft(sum_to_shape(G * np.conj(np.fft.rfft(K, n)), u.shape[:-1] + G.shape[-1:]), n)[..., :L]
+    GK = sum_to_shape(G * np.conj(np.fft.rfft(u, n)), K.shape[:-1] + G.shape[-1:])   # reduce, then invert
+    return gu, np.fft.irfft(GK, n)[..., :L]
 
 
 def _shift_future(K_bwd):
