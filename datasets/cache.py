@@ -10,11 +10,12 @@ leaves a half-written file under the final name. Arrays only, read with allow_pi
 import hashlib
 import json
 import os
-import secrets
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from refssm._io import write_npz_atomic
 
 
 def cache_dir():
@@ -40,19 +41,7 @@ def cached(kind, version, params, build):
         except (OSError, ValueError, zipfile.BadZipFile) as e:
             raise ValueError(f"cache file {path} is unreadable ({e}); delete it to regenerate") from None
     arrays = build()
-    write_atomic(path, arrays)
+    write_npz_atomic(path, arrays)
     return arrays
 
 
-def write_atomic(path, arrays):
-    """Save a dict of arrays as .npz at `path` via a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:  # a new file, with the permissions the umask gives
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -40,6 +40,7 @@ import numpy as np
 
 from refssm import neurons, surrogate
 from refssm._checks import as_array, in_range, positive_int
+from refssm._io import write_npz_atomic
 from refssm.optim import adamw_init, adamw_step, cosine_schedule
 
 K = 8                                                     # receptive field: taps y_{t-8} .. y_{t-1}
@@ -109,11 +110,7 @@ def read(path):
 
 def save(path, params):
     """Write params with np.savez (no pickle) atomically: temp file, then rename."""
-    params = check_params(params)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **params)
-    tmp.replace(path)
+    write_npz_atomic(path, check_params(params))
 
 
 # --------------------------------------------------------------------------------------------------

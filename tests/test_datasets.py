@@ -3,12 +3,13 @@
 
 import numpy as np
 import pytest
+import refssm.datasets as D
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import refssm.datasets as D
-from refssm.cli import main
 from refssm.datasets import cache, core, listops
+
+from refssm._io import write_npz_atomic
+from refssm.cli import main
 
 
 def _split(lengths, steps=4):
@@ -180,7 +181,7 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
         raise OSError("disk full")
     monkeypatch.setattr(np, "savez", crash)
     with pytest.raises(OSError, match="disk full"):
-        cache.write_atomic(target, {"a": np.zeros(3)})
+        write_npz_atomic(target, {"a": np.zeros(3)})
     assert list(tmp_path.iterdir()) == []
 
 
