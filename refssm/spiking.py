@@ -3,31 +3,23 @@
 Same convention as refssm.ops:  out, ctx = f(...);  grads = f_vjp(ctx, g_out).
 Inputs are SSM outputs y (B, H, L), time last; per-channel parameters are (H,).
 
-    spike            Heaviside spike, no state (Binary S4D: threshold 0, fast-sigmoid slope 25)
-    gsu              Gated Spiking Unit: ternary activations x real weights (Binary S4D GSU variant)
-    lif_spike        LIF with learnable threshold by input scaling (SpikingSSM, LongSpike)
-    refractory_spike soft-reset refractory neuron solved by PMBC (SPikE-SSM)
-    sample_spike     Bernoulli sampler with the straight-through clamp (P-SpikeSSM)
+    spike       Heaviside spike, no state (Binary S4D: threshold 0, fast-sigmoid slope 25)
+    gsu         Gated Spiking Unit: ternary activations x real weights (Binary S4D GSU variant)
+    lif         LIF, hard or soft reset, surrogate BPTT or output-only (SpikingSSM, LongSpike, presets)
+    sdn_lif     SpikingSSM's SDN-parallel LIF
+    refractory  soft-reset refractory neuron solved by PMBC, trainable threshold and magnitude (SPikE-SSM)
+    sample      Bernoulli sampler with the straight-through clamp (P-SpikeSSM)
 
-The forward passes call the oracles of refssm.neurons, or their Numba fast paths with
-backend="numba" (refssm.kernels.neurons, bit-exact with the oracles).
+These are the oracles; their Numba fast paths (refssm.kernels.spiking) are registered against them in
+refssm.backend. The forward passes call the oracles of refssm.neurons. Arrays keep their dtype.
 """
 
 import numpy as np
 
-from refssm import neurons, ops, surrogate
+from refssm import neurons, ops, ssm, surrogate
 from refssm._checks import choice
 
-BACKENDS = ("numpy", "numba")
 STRAIGHT_THROUGH = surrogate.get("straight_through")
-
-
-def _neurons(backend):
-    choice("backend", backend, BACKENDS)
-    if backend == "numba":
-        from refssm.kernels import neurons as fast
-        return fast
-    return neurons
 
 
 # --------------------------------------------------------------------------------------------------
@@ -104,85 +96,93 @@ def gsu_vjp(ctx, go):
 
 
 # --------------------------------------------------------------------------------------------------
-# LIF with learnable threshold (SpikingSSM A1-A4; LongSpike 3.1-3.2)
+# LIF (SpikingSSM A1-A4; LongSpike 3.1-3.2; the library presets of refssm.conventions)
 # --------------------------------------------------------------------------------------------------
 
 LIF_GRADIENTS = ("output", "bptt", "bptt_detach_reset")
 
 
-def lif_spike(y, ln_vth, tau, sg, gradient="output", backend="numpy", sdn_params=None):
-    """Spikes of a hard-reset LIF (v_th = 1, v_reset = 0) driven by x = y / exp(ln_vth).
+def lif(x, tau, v_th, sg, gradient="bptt", reset="hard", v_reset=0.0):
+    """Spikes of the LIF neuron refssm.neurons.lif, with a surrogate backward:
 
-    Dividing the input by exp(ln_vth) is a per-channel threshold v_th = exp(ln_vth) (SpikingSSM
-    Property 2, f(I; v_th) = f(I/v_th; 1)). gradient:
-      "output"            ds_t/dx_t := sg.grad(v_t - 1), membrane and reset detached (SpikingSSM, A2.1)
-      "bptt"              full backpropagation through time through leak and reset
+        v_t = tau u_{t-1} + x_t,  s_t = H(v_t - v_th) (sg.fire_at_equality decides H(0)),
+        hard: u_t = v_t (1 - s_t) + s_t v_reset,   soft: u_t = v_t - s_t v_th,   u_{-1} = 0.
+
+    gradient (how ds_t/dv_t := sg.grad(v_t - v_th) is propagated, see `lif_vjp`):
+      "output"            ds_t/dx_t only: membrane and reset detached (SpikingSSM A2.1)
+      "bptt"              backpropagation through time through leak and reset
       "bptt_detach_reset" through the leak; the spike inside the reset is a constant (SpikingJelly
-                          detach_reset=True, SpikingSSM's BPTT baseline)
-    sdn_params: if given, the forward uses the SDN's predicted membrane (refssm.sdn) instead of the
-    exact LIF scan; v is then mem_hat + x (gradient "output" only).
-    y (B, H, L), ln_vth (H,). Returns s (B, H, L) in {0, 1} and ctx.
+                          detach_reset=True)
+    x (..., L); tau in [0, 1), v_th > 0, v_reset: scalars or broadcasting against x.shape[:-1].
+    Returns s (..., L) in {0, 1} (x's dtype) and ctx.
     """
     choice("gradient", gradient, LIF_GRADIENTS)
-    x = y * np.exp(-ln_vth)[:, None]                                            # (B, H, L)
-    if sdn_params is not None:
-        if gradient != "output":
-            raise ValueError(f"gradient must be 'output' with the SDN neuron, got {gradient!r}")
-        from refssm import sdn
-
-        s, z = sdn.sdn_spikes(x, sdn_params)
-        v = z + 1.0
-    else:
-        s, v = _neurons(backend).lif(x, tau)
-    return s, (x, s, v, ln_vth, tau, sg, gradient, backend)
+    s, v = neurons.lif(x, tau, v_th, reset, v_reset, sg.fire_at_equality)
+    return s, (s, v, tau, v_th, v_reset, reset, sg, gradient)
 
 
-def lif_spike_vjp(ctx, gs):
-    """-> (gy, gln_vth). With x = y exp(-ln_vth): gy = gx exp(-ln_vth), gln_vth = -sum_{b,t} gx x."""
-    x, s, v, ln_vth, tau, sg, gradient, backend = ctx
-    g = sg.grad(v - 1.0)
+def lif_vjp(ctx, gs):
+    """-> (gx (..., L), gv_th of v_th's shape). With g_t = sg.grad(v_t - v_th), in reverse time from
+    dL/du_{L-1} = 0:
+
+        dL/ds_t = gs_t + dL/du_t du_t/ds_t       du_t/ds_t = v_reset - v_t (hard) or -v_th (soft);
+                                                 the second term only for gradient "bptt"
+        dL/dv_t = dL/ds_t g_t + dL/du_t du_t/dv_t,   du_t/dv_t = 1 - s_t (hard) or 1 (soft)
+        dL/dx_t = dL/dv_t,   dL/du_{t-1} = tau dL/dv_t   ("output": dL/dx_t = gs_t g_t, no recursion)
+        dL/dv_th = sum_t -dL/ds_t g_t  [- dL/du_t s_t, the soft reset's explicit v_th]
+    """
+    s, v, tau, v_th, v_reset, reset, sg, gradient = ctx
+    th = np.broadcast_to(v_th, s.shape[:-1])[..., None]
+    g = sg.grad(v - th).astype(s.dtype, copy=False)                            # (..., L)
     if gradient == "output":
         gx = gs * g
-    elif backend == "numba":
-        gx, _ = _neurons(backend).lif_vjp(gs, x, s, v, tau, 1.0, "hard", 0.0, g,
-                                          detach_reset=gradient == "bptt_detach_reset")
-    else:
-        gx = _lif_bptt(gs, s, v, g, tau, gradient == "bptt")
-    return gx * np.exp(-ln_vth)[:, None], -np.sum(gx * x, axis=(0, 2))
-
-
-def _lif_bptt(gs, s, v, g, tau, through_reset):
-    """dL/dx of the hard-reset LIF, v_t = tau u_{t-1} + x_t, u_t = v_t (1 - s_t), s_t = H(v_t - 1)
-    (numpy; the Numba fast path is refssm.kernels.neurons.lif_vjp).
-
-    Reverse time: dL/dv_t = gs_t g_t + dL/du_t du_t/dv_t, du_t/dv_t = (1 - s_t) - v_t g_t [through
-    the reset], dL/du_{t-1} = tau dL/dv_t; dL/dx_t = dL/dv_t.
-    """
-    gx = np.empty_like(v)
-    gu = np.zeros(v.shape[:-1])
-    for t in range(v.shape[-1] - 1, -1, -1):
-        du_dv = (1 - s[..., t]) - (v[..., t] * g[..., t] if through_reset else 0.0)
-        gx[..., t] = gs[..., t] * g[..., t] + gu * du_dv
+        return gx, ssm.sum_to_shape(-gx.sum(axis=-1), np.shape(v_th))
+    tau, v_th_r, v_reset = (np.broadcast_to(a, s.shape[:-1]) for a in (tau, v_th, v_reset))
+    hard, through_reset = reset == "hard", gradient == "bptt"
+    gx = np.empty_like(s)
+    gu = np.zeros(s.shape[:-1], s.dtype)                                       # dL/du_t
+    gth = np.zeros(s.shape[:-1], s.dtype)
+    for t in range(s.shape[-1] - 1, -1, -1):
+        s_t, v_t = s[..., t], v[..., t]
+        du_dv, du_ds = (1.0 - s_t, v_reset - v_t) if hard else (1.0, -v_th_r)
+        g_s = gs[..., t] + gu * du_ds if through_reset else gs[..., t]
+        gx[..., t] = g_s * g[..., t] + gu * du_dv
+        gth -= g_s * g[..., t] if hard else g_s * g[..., t] + gu * s_t
         gu = tau * gx[..., t]
-    return gx
+    return gx, ssm.sum_to_shape(gth, np.shape(v_th))
+
+
+def sdn_lif(x, sdn_params, sg):
+    """SpikingSSM's parallel LIF (v_th = 1, hard reset) through its surrogate dynamic network (SDN,
+    refssm.sdn): s = H(x + m_hat - 1), m_hat = SDN(x) the predicted leak tau u_{t-1}, held constant in
+    the backward (reference notes A2): ds_t/dx_t := sg.grad(x_t + m_hat_t - 1). x (..., L)."""
+    from refssm import sdn
+
+    s, z = sdn.sdn_spikes(x, sdn_params, sg.fire_at_equality)
+    return s.astype(x.dtype, copy=False), (z, sg)
+
+
+def sdn_lif_vjp(ctx, gs):
+    z, sg = ctx
+    return gs * sg.grad(z).astype(gs.dtype, copy=False)
 
 
 # --------------------------------------------------------------------------------------------------
 # Refractory neuron by PMBC (SPikE-SSM, reference notes B2-B3)
 # --------------------------------------------------------------------------------------------------
 
-def refractory_spike(y, ln_vth, log_theta_r, tau, beta, sg, backend="numpy"):
+def refractory(y, ln_vth, log_theta_r, tau, beta, sg):
     """Spikes of the soft-reset refractory neuron (refssm.neurons.refractory), solved exactly by PMBC.
 
     v_th = exp(ln_vth) (H,) and theta_r = exp(log_theta_r) (H,) are trainable; tau, beta fixed.
-    Returns s (B, H, L) and ctx.
+    y (B, H, L). Returns s (B, H, L) and ctx.
     """
     v_th, theta_r = np.exp(ln_vth), np.exp(log_theta_r)
-    s, m, _ = _neurons(backend).pmbc(y, tau, v_th, theta_r, beta)
+    s, m, _ = neurons.pmbc(y, tau, v_th, theta_r, beta, sg.fire_at_equality)
     return s, (s, m, v_th, theta_r, tau, beta, sg)
 
 
-def refractory_spike_vjp(ctx, gs):
+def refractory_vjp(ctx, gs):
     """-> (gy, gln_vth, glog_theta_r), the reset path detached (reference notes B3, "Training").
 
     With G_t = gs_t sg.grad(m_t - v_th) and s held constant in m = a(y) - kappa * s:
@@ -191,7 +191,7 @@ def refractory_spike_vjp(ctx, gs):
       dL/dtheta_r  = sum_t G_t (-sum_{d>=1} beta^(d-1) s_{t-d})        (refractory trace)
     """
     s, m, v_th, theta_r, tau, beta, sg = ctx
-    G = gs * sg.grad(m - v_th[:, None])
+    G = gs * sg.grad(m - v_th[:, None]).astype(gs.dtype, copy=False)
     L = s.shape[-1]
     gy = np.empty_like(G)
     reset = np.zeros_like(G)                                                   # sum_d tau^d s_{t-d}
@@ -212,11 +212,11 @@ def refractory_spike_vjp(ctx, gs):
 # Stochastic sampler (P-SpikeSSM, reference notes 3.3-3.4)
 # --------------------------------------------------------------------------------------------------
 
-def sample_spike(p, rng):
+def sample(p, rng):
     """s = 1[U < clamp(p, 0, 1)], U ~ Uniform[0, 1) from rng; backward: the straight-through clamp."""
-    return neurons.stochastic(p, rng), p
+    return neurons.stochastic(p, rng).astype(p.dtype, copy=False), p
 
 
-def sample_spike_vjp(p, gs):
+def sample_vjp(p, gs):
     """dL/dp = dL/ds 1[0 <= p <= 1]: the gradient of E[s] = clamp(p, 0, 1)."""
-    return gs * STRAIGHT_THROUGH.grad(p)
+    return gs * STRAIGHT_THROUGH.grad(p).astype(gs.dtype, copy=False)

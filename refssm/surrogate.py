@@ -32,7 +32,7 @@ from refssm._checks import as_array, choice, in_range
 def heaviside(z, fire_at_equality=True):
     """H(z) = 1[z >= 0] (fire_at_equality) or 1[z > 0], as float64 of z's shape."""
     z = as_array("z", z)
-    return (z >= 0 if fire_at_equality else z > 0).astype(np.float64)
+    return (z >= 0 if fire_at_equality else z > 0).astype(z.dtype)
 
 
 def _triangle(z, width):
@@ -82,7 +82,7 @@ def _rectangle_primitive(z, width):
 
 
 def _straight_through(z):
-    return ((z >= 0) & (z <= 1)).astype(np.float64)
+    return ((z >= 0) & (z <= 1)).astype(z.dtype)
 
 
 def _straight_through_primitive(z):
