@@ -1,9 +1,11 @@
-"""Numba fast paths of refssm.neurons (LIF, refractory neuron, PMBC) and the LIF BPTT VJP.
+"""Numba fast paths of refssm.neurons: LIF, the refractory neuron and PMBC (forward passes only;
+the surrogate forward/backward pairs of refssm.spiking have theirs in refssm.kernels.spiking).
 
-Each function validates its arguments with the oracle module's own checks (same ValueError, same
+Each function validates its arguments with the oracle module's public checks (same ValueError, same
 message), flattens the leading dims of x (..., L) to rows, and runs one compiled loop: rows in
 parallel (prange), time inside. The arithmetic is written in the oracle's order and compiled without
-fastmath, so spikes and potentials equal the oracle's bit for bit.
+fastmath, in the oracle's dtype (refssm.neurons.compute_dtype: float32 stays float32, with every
+constant typed to match), so spikes and potentials equal the oracle's bit for bit in both dtypes.
 """
 
 import math
@@ -11,9 +13,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from refssm._checks import as_array, choice
-from refssm.neurons import _check_input, _per_channel, _refractory_params
-from refssm.ops import _match
+from refssm._checks import time_series
+from refssm.neurons import compute_dtype, lif_params, refractory_params
 
 
 def _rows(*arrays):
@@ -30,6 +31,15 @@ def _per_row(*params):
     return [np.ascontiguousarray(p).reshape(-1) for p in params]
 
 
+def _signal(x):
+    return time_series("x", x, dtype=compute_dtype(x))
+
+
+def _constants(dtype):
+    """(0, 1) in `dtype`: the loops use these instead of literals, which Numba types as float64."""
+    return dtype.type(0), dtype.type(1)
+
+
 @njit(cache=True)
 def _fires(v, v_th, fire_at_equality):
     return v >= v_th if fire_at_equality else v > v_th
@@ -39,80 +49,30 @@ def _fires(v, v_th, fire_at_equality):
 # LIF
 # --------------------------------------------------------------------------------------------------
 
-def _lif_params(x, tau, v_th, reset, v_reset):
-    """The checks of refssm.neurons.lif, in its order; returns (tau, v_th, v_reset) per row."""
-    tau = _per_channel("tau", tau, x, 0, 1, hi_open=True)
-    v_th = _per_channel("v_th", v_th, x, 0, None, lo_open=True)
-    choice("reset", reset, ("hard", "soft"))
-    return tau, v_th, _per_channel("v_reset", v_reset, x)
-
-
 @njit(parallel=True, cache=True)
-def _lif_rows(x, tau, v_th, v_reset, hard, fire_at_equality, s, v):
+def _lif_rows(x, tau, v_th, v_reset, hard, fire_at_equality, zero, one, s, v):
     R, L = x.shape
     for i in prange(R):
-        u = 0.0
+        u = zero
         for t in range(L):
             v_t = tau[i] * u + x[i, t]
-            s_t = 1.0 if _fires(v_t, v_th[i], fire_at_equality) else 0.0
+            s_t = one if _fires(v_t, v_th[i], fire_at_equality) else zero
             v[i, t], s[i, t] = v_t, s_t
-            u = v_t * (1 - s_t) + s_t * v_reset[i] if hard else v_t - s_t * v_th[i]
+            u = v_t * (one - s_t) + s_t * v_reset[i] if hard else v_t - s_t * v_th[i]
 
 
 def lif(x, tau, v_th=1.0, reset="hard", v_reset=0.0, fire_at_equality=True):
     """Fast path of refssm.neurons.lif; must match it bit for bit (spikes and potential).
 
     x: (..., L); tau in [0, 1), v_th > 0, v_reset: scalars or broadcasting against x.shape[:-1].
-    Returns (s, v), both (..., L) float64.
+    Returns (s, v), both (..., L) in x's dtype (float32 or float64).
     """
-    x = _check_input(x)
-    tau, v_th, v_reset = _lif_params(x, tau, v_th, reset, v_reset)
-    s, v = np.empty(x.shape), np.empty(x.shape)
+    x = _signal(x)
+    tau, v_th, v_reset = lif_params(x, tau, v_th, reset, v_reset)
+    s, v = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
     _lif_rows(*_rows(x), *_per_row(tau, v_th, v_reset), reset == "hard", bool(fire_at_equality),
-              *_rows(s, v))
+              *_constants(x.dtype), *_rows(s, v))
     return s, v
-
-
-@njit(parallel=True, cache=True)
-def _lif_vjp_rows(gs, s, v, sg_grad, tau, v_th, v_reset, hard, through_reset, gx, gv_th):
-    R, L = gs.shape
-    for i in prange(R):
-        gu = 0.0                                                               # dL/du_t
-        acc = 0.0                                                              # dL/dv_th
-        for t in range(L - 1, -1, -1):
-            du_dv, du_ds = (1.0 - s[i, t], v_reset[i] - v[i, t]) if hard else (1.0, -v_th[i])
-            g_s = gs[i, t] + gu * du_ds if through_reset else gs[i, t]         # dL/ds_t
-            gx[i, t] = g_s * sg_grad[i, t] + gu * du_dv                        # dL/dv_t = dL/dx_t
-            acc -= g_s * sg_grad[i, t] if hard else g_s * sg_grad[i, t] + gu * s[i, t]
-            gu = tau[i] * gx[i, t]
-        gv_th[i] = acc
-
-
-def lif_vjp(gs, x, s, v, tau, v_th, reset, v_reset, sg_grad, detach_reset=False):
-    """Backpropagation through time of refssm.neurons.lif: (dL/dx, dL/dv_th) for upstream dL/ds = gs.
-
-    The forward v_t = tau u_{t-1} + x_t, s_t = H(v_t - v_th), hard: u_t = v_t (1 - s_t) + s_t v_reset,
-    soft: u_t = v_t - v_th s_t, differentiated with ds_t/dv_t := sg_grad_t (the surrogate derivative
-    at v_t - v_th, computed by the caller) and ds_t/dv_th := -sg_grad_t. In reverse time, with
-    dL/du_{L-1} = 0:
-
-        dL/ds_t = gs_t + dL/du_t du_t/ds_t      (du_t/ds_t = v_reset - v_t or -v_th; dropped if detach_reset)
-        dL/dv_t = dL/ds_t sg_grad_t + dL/du_t du_t/dv_t,   du_t/dv_t = 1 - s_t (hard) or 1 (soft)
-        dL/dx_t = dL/dv_t,   dL/du_{t-1} = tau dL/dv_t
-        dL/dv_th = sum_t -dL/ds_t sg_grad_t [- dL/du_t s_t for the soft reset's explicit v_th]
-
-    gs, x, s, v, sg_grad: (..., L), s and v from `lif` on x; parameters as in `lif`.
-    Returns gx (..., L) and gv_th (x.shape[:-1],), one value per row (sum over rows that share a
-    threshold). The numpy reference loop lives in tests/test_kernels_neurons.py.
-    """
-    x = _check_input(x)
-    tau, v_th, v_reset = _lif_params(x, tau, v_th, reset, v_reset)
-    gs, s, v, sg_grad = (_match(name, as_array(name, a), x.shape)
-                         for name, a in (("gs", gs), ("s", s), ("v", v), ("sg_grad", sg_grad)))
-    gx, gv_th = np.empty(x.shape), np.empty(x.shape[:-1])
-    _lif_vjp_rows(*_rows(gs, s, v, sg_grad), *_per_row(tau, v_th, v_reset), reset == "hard",
-                  not detach_reset, *_rows(gx), gv_th.reshape(-1))
-    return gx, gv_th
 
 
 # --------------------------------------------------------------------------------------------------
@@ -120,14 +80,14 @@ def lif_vjp(gs, x, s, v, tau, v_th, reset, v_reset, sg_grad, detach_reset=False)
 # --------------------------------------------------------------------------------------------------
 
 @njit(parallel=True, cache=True)
-def _refractory_rows(x, tau, v_th, theta_r, beta, fire_at_equality, s, m):
+def _refractory_rows(x, tau, v_th, theta_r, beta, fire_at_equality, zero, one, s, m):
     R, L = x.shape
     for i in prange(R):
-        v = r = 0.0
+        v = r = zero
         for t in range(L):
             a = tau[i] * v + x[i, t]                                           # tau v_{t-1} + x_t
             m_t = a - theta_r[i] * r
-            s_t = 1.0 if _fires(m_t, v_th[i], fire_at_equality) else 0.0
+            s_t = one if _fires(m_t, v_th[i], fire_at_equality) else zero
             m[i, t], s[i, t] = m_t, s_t
             v, r = a - v_th[i] * s_t, beta[i] * r + s_t
 
@@ -136,17 +96,18 @@ def refractory(x, tau, v_th, theta_r, beta, fire_at_equality=True):
     """Fast path of refssm.neurons.refractory; must match it bit for bit (spikes and potential m).
 
     x: (..., L); tau, beta in [0, 1), v_th > 0, theta_r >= 0, each broadcasting against x.shape[:-1].
-    Returns (s, m), both (..., L) float64.
+    Returns (s, m), both (..., L) in x's dtype.
     """
-    x = _check_input(x)
-    params = _refractory_params(x, tau, v_th, theta_r, beta)
-    s, m = np.empty(x.shape), np.empty(x.shape)
-    _refractory_rows(*_rows(x), *_per_row(*params), bool(fire_at_equality), *_rows(s, m))
+    x = _signal(x)
+    params = refractory_params(x, tau, v_th, theta_r, beta)
+    s, m = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
+    _refractory_rows(*_rows(x), *_per_row(*params), bool(fire_at_equality), *_constants(x.dtype),
+                     *_rows(s, m))
     return s, m
 
 
 @njit(parallel=True, cache=True)
-def _pmbc_rows(x, tau, v_th, theta_r, beta, fire_at_equality, s, m, iterations):
+def _pmbc_rows(x, tau, v_th, theta_r, beta, fire_at_equality, zero, one, tiny, s, m, iterations):
     """PMBC row by row. A row's decisions depend on that row alone, so the oracle's global iteration
     count is the maximum of the per-row counts. Within an iteration the bounds use the iteration's
     starting states (the oracle's snapshot); the scan starts at the earliest undetermined step from
@@ -157,7 +118,7 @@ def _pmbc_rows(x, tau, v_th, theta_r, beta, fire_at_equality, s, m, iterations):
         state = np.full(L, -1, np.int8)                                        # -1 undetermined
         th = v_th[i]
         first = 0                                                              # earliest undetermined
-        v = r = 0.0                                                            # state after the prefix
+        v = r = zero                                                           # state after the prefix
         while first < L:
             iterations[i] += 1
             v_lo, r_lo, v_hi, r_hi = v, r, v, r                                # s_lo: fewest spikes
@@ -169,23 +130,23 @@ def _pmbc_rows(x, tau, v_th, theta_r, beta, fire_at_equality, s, m, iterations):
                 m_min = a_hi - theta_r[i] * r_hi
                 if known < 0:
                     if (_fires(m_min, th, fire_at_equality)
-                            and (t == first or m_min - th > 1e-9 * (1 + abs(m_min)))):
+                            and (t == first or m_min - th > tiny * (one + abs(m_min)))):
                         state[t] = 1
                     if (not _fires(m_max, th, fire_at_equality)
-                            and (t == first or th - m_max > 1e-9 * (1 + abs(m_max)))):
+                            and (t == first or th - m_max > tiny * (one + abs(m_max)))):
                         state[t] = 0
-                s_lo = 1.0 if known == 1 else 0.0
-                s_hi = 0.0 if known == 0 else 1.0
+                s_lo = one if known == 1 else zero
+                s_hi = zero if known == 0 else one
                 v_lo, r_lo = a_lo - th * s_lo, beta[i] * r_lo + s_lo
                 v_hi, r_hi = a_hi - th * s_hi, beta[i] * r_hi + s_hi
             while first < L and state[first] >= 0:                             # extend the prefix
-                s_t = float(state[first])
+                s_t = one if state[first] == 1 else zero
                 v, r = tau[i] * v + x[i, first] - th * s_t, beta[i] * r + s_t
                 first += 1
-        v = r = 0.0
+        v = r = zero
         for t in range(L):                                                     # refractory_potential
             a = tau[i] * v + x[i, t]
-            s_t = float(state[t])
+            s_t = one if state[t] == 1 else zero
             m[i, t], s[i, t] = a - theta_r[i] * r, s_t
             v, r = a - th * s_t, beta[i] * r + s_t
 
@@ -194,11 +155,13 @@ def pmbc(x, tau, v_th, theta_r, beta, fire_at_equality=True):
     """Fast path of refssm.neurons.pmbc; must match it bit for bit, iteration count included.
 
     Same bounds, margin rule (1e-9 (1 + |m|) away from v_th, waived at the earliest undetermined step)
-    and snapshot semantics as the oracle. Returns (s, m, iterations).
+    and snapshot semantics as the oracle, in x's dtype (the margin's 1e-9 rounded to it, as numpy
+    rounds a Python float against a float32 array). Returns (s, m, iterations).
     """
-    x = _check_input(x)
-    params = _refractory_params(x, tau, v_th, theta_r, beta)
-    s, m = np.empty(x.shape), np.empty(x.shape)
+    x = _signal(x)
+    params = refractory_params(x, tau, v_th, theta_r, beta)
+    s, m = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
     iterations = np.empty(math.prod(x.shape[:-1]), np.int64)                 # per row
-    _pmbc_rows(*_rows(x), *_per_row(*params), bool(fire_at_equality), *_rows(s, m), iterations)
+    _pmbc_rows(*_rows(x), *_per_row(*params), bool(fire_at_equality), *_constants(x.dtype),
+               x.dtype.type(1e-9), *_rows(s, m), iterations)
     return s, m, int(iterations.max(initial=0))

@@ -3,6 +3,10 @@
 Inputs x are (..., L), e.g. (B, H, L); per-channel parameters (tau, v_th, ...) are scalars or arrays
 that broadcast against x.shape[:-1], e.g. (H,) for x of shape (B, H, L). The potential starts at 0.
 
+dtype: a float32 x runs in float32 (spikes, potentials, state and parameters all float32, every
+operation rounded as numpy rounds float32); anything else runs in float64. The fast paths in
+refssm.kernels.neurons follow the same rule and match these oracles bit for bit in both dtypes.
+
 Spike test: s = 1[v >= v_th] by default (fire at equality, SpikingJelly convention);
 fire_at_equality=False gives s = 1[v > v_th] (snnTorch, Norse).
 
@@ -14,24 +18,42 @@ whole membrane: the surrogate is applied on the input current y only.
 
 import numpy as np
 
-from refssm._checks import as_array, choice, in_range
+from refssm._checks import as_array, choice, per_sequence, time_series
 
 
-def _per_channel(name, value, x, lo=None, hi=None, *, lo_open=False, hi_open=False):
-    """A parameter checked for range and broadcast to x.shape[:-1] (one value per sequence)."""
-    v = in_range(name, value, lo, hi, lo_open=lo_open, hi_open=hi_open)
-    try:
-        return np.broadcast_to(v, x.shape[:-1])
-    except ValueError:
-        raise ValueError(f"{name} of shape {v.shape} does not broadcast against x.shape[:-1] = "
-                         f"{x.shape[:-1]}") from None
+def compute_dtype(x):
+    """The dtype the neurons compute in: float32 for a float32 array, else float64. Spikes, potentials
+    and the neuron's state are held in it and the parameters are cast to it, so float32 input runs
+    the same equations in float32 arithmetic (and the fast paths can match it bit for bit)."""
+    return np.dtype(np.float32) if getattr(x, "dtype", None) == np.float32 else np.dtype(np.float64)
 
 
-def _check_input(x):
-    x = as_array("x", x, min_ndim=1)
-    if x.shape[-1] < 1:
-        raise ValueError(f"x must have length L >= 1 along its last (time) axis, got shape {x.shape}")
-    return x
+def _signal(x):
+    return time_series("x", x, dtype=compute_dtype(x))
+
+
+def _param(name, value, x, lo=None, hi=None, *, lo_open=False, hi_open=False):
+    """per_sequence (range-checked, broadcast to x.shape[:-1]) in x's dtype."""
+    v = per_sequence(name, value, x, lo, hi, lo_open=lo_open, hi_open=hi_open)
+    return v.astype(x.dtype, copy=False)
+
+
+def lif_params(x, tau, v_th, reset, v_reset):
+    """The checks of `lif` (shared with its fast path): (tau, v_th, v_reset), each broadcast to
+    x.shape[:-1] in x's dtype; x already checked (`time_series`)."""
+    tau = _param("tau", tau, x, 0, 1, hi_open=True)
+    v_th = _param("v_th", v_th, x, 0, None, lo_open=True)
+    choice("reset", reset, ("hard", "soft"))
+    return tau, v_th, _param("v_reset", v_reset, x)
+
+
+def refractory_params(x, tau, v_th, theta_r, beta):
+    """The checks of `refractory`, `refractory_potential` and `pmbc` (shared with their fast paths):
+    (tau, v_th, theta_r, beta), each broadcast to x.shape[:-1] in x's dtype."""
+    return (_param("tau", tau, x, 0, 1, hi_open=True),
+            _param("v_th", v_th, x, 0, None, lo_open=True),
+            _param("theta_r", theta_r, x, 0, None),
+            _param("beta", beta, x, 0, 1, hi_open=True))
 
 
 def _fires(v, v_th, fire_at_equality):
@@ -50,15 +72,13 @@ def lif(x, tau, v_th=1.0, reset="hard", v_reset=0.0, fire_at_equality=True):
         hard: u_t = v_t (1 - s_t) + s_t v_reset       soft: u_t = v_t - s_t v_th
 
     x: (..., L); tau in [0, 1), v_th > 0, v_reset: scalars or broadcasting against x.shape[:-1].
-    Returns (s, v), both (..., L): spikes in {0, 1} as float64 and the pre-reset potential.
+    Returns (s, v), both (..., L) in x's dtype (`compute_dtype`): spikes in {0, 1} and the pre-reset
+    potential.
     """
-    x = _check_input(x)
-    tau = _per_channel("tau", tau, x, 0, 1, hi_open=True)
-    v_th = _per_channel("v_th", v_th, x, 0, None, lo_open=True)
-    choice("reset", reset, ("hard", "soft"))
-    v_reset = _per_channel("v_reset", v_reset, x)
+    x = _signal(x)
+    tau, v_th, v_reset = lif_params(x, tau, v_th, reset, v_reset)
     s, v = np.empty_like(x), np.empty_like(x)
-    u = np.zeros(x.shape[:-1])
+    u = np.zeros(x.shape[:-1], x.dtype)
     for t in range(x.shape[-1]):
         v[..., t] = tau * u + x[..., t]
         s[..., t] = _fires(v[..., t], v_th, fire_at_equality)
@@ -80,13 +100,6 @@ def _update(v, r, x_t, s_t, tau, v_th, beta):
     return tau * v + x_t - v_th * s_t, beta * r + s_t
 
 
-def _refractory_params(x, tau, v_th, theta_r, beta):
-    return (_per_channel("tau", tau, x, 0, 1, hi_open=True),
-            _per_channel("v_th", v_th, x, 0, None, lo_open=True),
-            _per_channel("theta_r", theta_r, x, 0, None),
-            _per_channel("beta", beta, x, 0, 1, hi_open=True))
-
-
 def refractory(x, tau, v_th, theta_r, beta, fire_at_equality=True):
     """Soft-reset neuron with a refractory trace (SPikE-SSM, reconstruction of reference notes B2).
 
@@ -99,10 +112,10 @@ def refractory(x, tau, v_th, theta_r, beta, fire_at_equality=True):
     theta_r beta^(d-1) >= 0. x: (..., L); tau, beta in [0, 1), v_th > 0, theta_r >= 0, each a
     scalar or broadcasting against x.shape[:-1]. Returns (s, m), both (..., L).
     """
-    x = _check_input(x)
-    tau, v_th, theta_r, beta = _refractory_params(x, tau, v_th, theta_r, beta)
+    x = _signal(x)
+    tau, v_th, theta_r, beta = refractory_params(x, tau, v_th, theta_r, beta)
     s, m = np.empty_like(x), np.empty_like(x)
-    v = r = np.zeros(x.shape[:-1])
+    v = r = np.zeros(x.shape[:-1], x.dtype)
     for t in range(x.shape[-1]):
         m[..., t] = _charge(v, r, x[..., t], tau, theta_r)
         s[..., t] = _fires(m[..., t], v_th, fire_at_equality)
@@ -116,11 +129,11 @@ def refractory_potential(x, s, tau, v_th, theta_r, beta):
 
     x: (..., L); s: broadcasting against x, e.g. (2, ..., L) for two candidate trains.
     """
-    x = _check_input(x)
-    tau, v_th, theta_r, beta = _refractory_params(x, tau, v_th, theta_r, beta)
-    s = as_array("s", s)
-    m = np.empty(np.broadcast_shapes(x.shape, s.shape))
-    v = r = np.zeros(m.shape[:-1])
+    x = _signal(x)
+    tau, v_th, theta_r, beta = refractory_params(x, tau, v_th, theta_r, beta)
+    s = as_array("s", s).astype(x.dtype, copy=False)
+    m = np.empty(np.broadcast_shapes(x.shape, s.shape), x.dtype)
+    v = r = np.zeros(m.shape[:-1], x.dtype)
     for t in range(x.shape[-1]):
         m[..., t] = _charge(v, r, x[..., t], tau, theta_r)
         v, r = _update(v, r, x[..., t], s[..., t], tau, v_th, beta)
@@ -145,8 +158,8 @@ def pmbc(x, tau, v_th, theta_r, beta, fire_at_equality=True):
     Returns (s, m, iterations): spikes and potential (..., L), equal to `refractory`, and the number
     of bound iterations (at most L; small when tau is small, ~10-100s as tau -> 1).
     """
-    x = _check_input(x)
-    tau, v_th, theta_r, beta = _refractory_params(x, tau, v_th, theta_r, beta)
+    x = _signal(x)
+    tau, v_th, theta_r, beta = refractory_params(x, tau, v_th, theta_r, beta)
     th = v_th[..., None]
     state = np.full(x.shape, -1, dtype=np.int8)                                # -1 undetermined
     iterations = 0
@@ -157,7 +170,7 @@ def pmbc(x, tau, v_th, theta_r, beta, fire_at_equality=True):
         rows = undetermined.any(axis=-1)
         np.put_along_axis(first, np.argmax(undetermined, axis=-1)[..., None],
                           rows[..., None], axis=-1)
-        known_one = (state == 1).astype(np.float64)
+        known_one = (state == 1).astype(x.dtype)
         m_max, m_min = refractory_potential(x, np.stack([known_one, known_one + undetermined]),
                                             tau, v_th, theta_r, beta)
         margin = 1e-9 * (1 + np.abs(m_min))
@@ -166,7 +179,7 @@ def pmbc(x, tau, v_th, theta_r, beta, fire_at_equality=True):
         zeros = undetermined & ~_fires(m_max, th, fire_at_equality) & (first | (th - m_max > margin))
         state[ones] = 1
         state[zeros] = 0
-    s = state.astype(np.float64)
+    s = state.astype(x.dtype)
     return s, refractory_potential(x, s, tau, v_th, theta_r, beta), iterations
 
 
@@ -180,7 +193,7 @@ def stochastic(p, rng):
     Equals the public code's 1[p > U] on the unclamped p (U < 1 always, U >= 0). The gradient used in
     training is the straight-through clamp, 1[0 <= p <= 1] (refssm.surrogate "straight_through").
     """
-    p = as_array("p", p)
+    p = as_array("p", p, dtype=compute_dtype(p))
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    return (rng.random(p.shape) < np.clip(p, 0.0, 1.0)).astype(np.float64)
+    return (rng.random(p.shape) < np.clip(p, 0.0, 1.0)).astype(compute_dtype(p))
