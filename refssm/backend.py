@@ -32,7 +32,9 @@ OPS = {
     # dense ops (refssm.ops): BLAS, FFT and pointwise, the same code on every backend
     "linear": ("refssm.ops:linear", {}, True),
     "channel_affine": ("refssm.ops:channel_affine", {}, True),
-    "channel_scale": ("refssm.ops:channel_scale", {}, True),
+    "threshold_scale": ("refssm.ops:threshold_scale", {}, True),
+    "skip": ("refssm.ops:skip", {}, True),
+    "add": ("refssm.ops:add", {}, True),
     "gelu": ("refssm.ops:gelu", {}, True),
     "batch_norm": ("refssm.ops:batch_norm", {}, True),
     "dropout": ("refssm.ops:dropout", {}, True),

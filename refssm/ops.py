@@ -10,16 +10,19 @@ order of the forward's differentiable arguments. Integer, boolean and random inp
 tokens, masks, rng) and running statistics are not differentiated.
 
 Activations are (B, H, L): batch, channels, time last. Ops that act per channel also accept
-(B, H) (pooled features); the channel axis is always axis 1. Everything is float64.
+(B, H) (pooled features); the channel axis is always axis 1. Arrays keep their dtype (float64 for
+the oracles' users, float32 or float64 in training): nothing here promotes float32 to float64.
 """
+
+import math
 
 import numpy as np
 from scipy.special import erf, expit, log_softmax
 
 from refssm._checks import as_array, choice, in_range
 
-_SQRT2 = np.sqrt(2.0)
-_SQRT2PI = np.sqrt(2.0 * np.pi)
+_SQRT2 = math.sqrt(2.0)          # python floats: they keep float32 arrays float32 (NEP 50)
+_SQRT2PI = math.sqrt(2.0 * math.pi)
 
 
 def _match(name, a, shape):
@@ -64,18 +67,24 @@ def linear(x, W, b):
     if x.shape[1] != W.shape[1]:
         raise ValueError(f"x.shape[1] must equal W.shape[1] = {W.shape[1]}, got x of shape {x.shape}")
     b = _vector("b", b, W.shape[0])
-    y = np.moveaxis(np.tensordot(W, x, axes=(1, 1)), 0, 1)     # (B, H_out, L), time axis contiguous
-    return y + _per_channel(b, x.ndim), (x, W)
+    if x.ndim == 2:
+        return x @ W.T + b, (x, W)                                  # (B, H_out)
+    y = np.matmul(W, x)                                             # (B, H_out, L): one GEMM per example
+    y += _per_channel(b, x.ndim)
+    return y, (x, W)
 
 
 def linear_vjp(ctx, gy):
     """-> (gx, gW, gb): gx = W^T gy, gW[o,i] = sum_{b,l} gy[b,o,l] x[b,i,l], gb[o] = sum_{b,l} gy[b,o,l]."""
     x, W = ctx
     gy = _cotangent(gy, (x.shape[0], W.shape[0]) + x.shape[2:])
-    axes = _batch_axes(x.ndim)
-    gx = np.moveaxis(np.tensordot(W, gy, axes=(0, 1)), 0, 1)  # (B, H_in, L)
-    gW = np.tensordot(gy, x, axes=(axes, axes))                 # (H_out, H_in)
-    return gx, gW, gy.sum(axis=axes)
+    if x.ndim == 2:
+        return gy @ W, gy.T @ x, gy.sum(axis=0)
+    gx = np.matmul(W.T, gy)                                         # (B, H_in, L)
+    gW = np.zeros(W.shape, gy.dtype)
+    for b in range(x.shape[0]):                                     # sum_b gy[b] x[b]^T, no transposed copies
+        gW += gy[b] @ x[b].T
+    return gx, gW, gy.sum(axis=_batch_axes(x.ndim))
 
 
 def channel_affine(x, alpha, beta):
@@ -95,6 +104,58 @@ def channel_affine_vjp(ctx, gy):
     gy = _cotangent(gy, x.shape)
     axes = _batch_axes(x.ndim)
     return _per_channel(alpha, x.ndim) * gy, (gy * x).sum(axis=axes), gy.sum(axis=axes)
+
+
+def threshold_scale(y, ln_vth):
+    """A learnable per-channel threshold as an input scaling: x[b,h,l] = y[b,h,l] exp(-ln_vth[h]).
+
+    A neuron with threshold 1 driven by x fires as one with threshold exp(ln_vth) driven by y
+    (SpikingSSM Property 2, f(I; v_th) = f(I / v_th; 1), exact for a reset to 0).
+    y (B, H, L); ln_vth (H,)  ->  x like y. ctx = (x, exp(-ln_vth)).
+    """
+    y = as_array("y", y, min_ndim=2)
+    scale = np.exp(-_vector("ln_vth", ln_vth, y.shape[1]))
+    x = y * _per_channel(scale, y.ndim)
+    return x, (x, scale)
+
+
+def threshold_scale_vjp(ctx, gx):
+    """-> (gy, gln_vth): gy = gx exp(-ln_vth), gln_vth[h] = -sum_{b,l} gx x."""
+    x, scale = ctx
+    gx = _cotangent(gx, x.shape)
+    axes = _batch_axes(x.ndim)
+    return gx * _per_channel(scale, x.ndim), -np.einsum("bhl,bhl->h", gx, x) if x.ndim == 3 else -(gx * x).sum(axis=axes)
+
+
+def skip(y, u, D):
+    """The feed-through of an SSM layer: out = y + D[h] u  (y = K * u, the convolution).
+
+    y, u (B, H, L); D (H,)  ->  out like y. ctx = (u, D).
+    """
+    y = as_array("y", y, min_ndim=2)
+    u = _match("u", as_array("u", u, min_ndim=2), y.shape)
+    D = _vector("D", D, y.shape[1])
+    out = D[:, None] * u if y.ndim == 3 else D * u
+    out += y
+    return out, (u, D)
+
+
+def skip_vjp(ctx, g):
+    """-> (gy, gu, gD): gy = g, gu = D g, gD[h] = sum_{b,l} g u."""
+    u, D = ctx
+    g = _cotangent(g, u.shape)
+    gD = np.einsum("bhl,bhl->h", g, u) if u.ndim == 3 else (g * u).sum(axis=0)
+    return g, _per_channel(D, u.ndim) * g, gD
+
+
+def add(a, b):
+    """a + b (a residual connection); ctx = None."""
+    return a + b, None
+
+
+def add_vjp(ctx, g):
+    """-> (g, g)."""
+    return g, g
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,7 +297,7 @@ def dropout(x, p, rng, train):
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     keep = rng.random(x.shape[:2] + (1,) * (x.ndim - 2)) >= p      # (B, H, 1): P(keep) = 1 - p
-    mask = keep / (1.0 - p)
+    mask = (keep / (1.0 - p)).astype(x.dtype)
     return x * mask, (mask, x.shape)
 
 
@@ -262,15 +323,15 @@ def embedding(tokens, E):
     E = as_array("E", E, ndim=2)
     if tokens.size:
         in_range("tokens", tokens, 0, E.shape[0] - 1)
-    return np.moveaxis(E[tokens], -1, 1), (tokens, E.shape[0])
+    return np.moveaxis(E[tokens], -1, 1), (tokens, E.shape[0], E.dtype)
 
 
 def embedding_vjp(ctx, gy):
     """-> gE[v, h] = sum over (b, l) with tokens[b,l] == v of gy[b,h,l] (a scatter-add)."""
-    tokens, V = ctx
+    tokens, V, dtype = ctx
     gy = as_array("gy", gy, ndim=3)
     _match("gy", gy, (tokens.shape[0], gy.shape[1], tokens.shape[1]))
-    gE = np.zeros((V, gy.shape[1]))
+    gE = np.zeros((V, gy.shape[1]), dtype)
     np.add.at(gE, tokens, np.moveaxis(gy, 1, -1))
     return gE
 
@@ -291,8 +352,8 @@ def masked_mean(x, mask=None):
     count = mask.sum(axis=1, keepdims=True)          # (B, 1)
     if np.any(count == 0):
         raise ValueError("mask must mark at least 1 valid step in every row, got a row with none")
-    w = mask / count                                 # (B, L)
-    return np.einsum("bhl,bl->bh", x, w), (w,)
+    w = (mask / count).astype(x.dtype)               # (B, L)
+    return np.matmul(x, w[:, :, None])[..., 0], (w,)
 
 
 def masked_mean_vjp(ctx, gy):

@@ -33,13 +33,19 @@ def _per_param(name, value, names, lo=0.0):
 
 
 def _real_arrays(name, d):
-    """`d` checked to be a dict of finite real arrays; -> {name: float64 array}."""
+    """`d` checked to be a dict of finite real arrays; -> {name: array}, float32 and float64 kept as they
+    are (training runs in either), anything else as float64."""
     if not isinstance(d, dict):
         raise ValueError(f"{name} must be a dict of arrays keyed by parameter name, got {type(d).__name__}")
     for k, v in d.items():
         if np.iscomplexobj(v):
             raise ValueError(f"{name}[{k!r}] must be real (store Re and Im as separate parameters)")
-    return {k: as_array(f"{name}[{k!r}]", v) for k, v in d.items()}
+    return {k: as_array(f"{name}[{k!r}]", v, dtype=_float_dtype(v)) for k, v in d.items()}
+
+
+def _float_dtype(v):
+    dtype = np.asarray(v).dtype
+    return dtype if dtype in (np.float32, np.float64) else np.float64
 
 
 def _match_shape(name, a, shape):

@@ -14,8 +14,9 @@ import time
 
 import numpy as np
 
-from refssm import checkpoint, models, ops, optim
+from refssm import backend, checkpoint, models, ops, optim
 from refssm._checks import in_range, positive_int
+from refssm._memory import reuse_freed_memory
 
 TRAIN_DEFAULTS = dict(task="digits", data_dir=None, epochs=10, batch_size=32, lr=0.01, weight_decay=0.01, ssm_lr=1e-3,
                       warmup=0.1, clip=1.0, seed=0, ckpt_every=0)
@@ -69,9 +70,9 @@ def evaluate(params, state, cfg, split, batch_size, seed, aux=None):
                 energy_uJ=models.energy_uJ(totals) / n)
 
 
-def _lr_and_decay(params, lr, ssm_lr, weight_decay):
-    """Per-parameter base learning rate and weight decay from models.optimizer_groups."""
-    groups = models.optimizer_groups(params)
+def _lr_and_decay(cfg, lr, ssm_lr, weight_decay):
+    """Per-parameter base learning rate and weight decay from the models' declarations."""
+    groups = models.optimizer_groups(cfg)
     base_lr = {k: (min(lr, ssm_lr) if g == "ssm" else lr) for k, (g, _) in groups.items()}
     decay = {k: (weight_decay if wd else 0.0) for k, (_, wd) in groups.items()}
     return base_lr, decay
@@ -120,10 +121,11 @@ def run(model="spikingssm", out="runs/default", resume=False, stop_after=None, l
     test resumption; a run killed at any moment resumes from its last checkpoint the same way).
     Returns the summary dict of the final test evaluation.
     """
+    reuse_freed_memory()
     path = os.path.join(out, CKPT_NAME)
     if resume:
         ckpt = checkpoint.load(path)
-        opts, cfg = ckpt.config["train"], ckpt.config["model"]
+        opts, cfg = ckpt.config["train"], models.upgrade_config(ckpt.config["model"])
         data = _task(opts["task"], opts["data_dir"])
         params, opt_state, state, step = ckpt.params, ckpt.opt_state, ckpt.extra or {}, ckpt.step
         rng = np.random.default_rng()
@@ -141,11 +143,12 @@ def run(model="spikingssm", out="runs/default", resume=False, stop_after=None, l
     steps_per_epoch = -(-n_train // opts["batch_size"])
     total = opts["epochs"] * steps_per_epoch
     warmup = int(round(opts["warmup"] * total))
-    base_lr, decay = _lr_and_decay(params, opts["lr"], opts["ssm_lr"], opts["weight_decay"])
+    base_lr, decay = _lr_and_decay(cfg, opts["lr"], opts["ssm_lr"], opts["weight_decay"])
     progress = progress or Progress()
     n_params = sum(v.size for v in params.values())
     log(f"model={cfg['model']} task={opts['task']} params={n_params} train={n_train} val={len(data.val)} "
-        f"test={len(data.test)} epochs={opts['epochs']} steps={total} backend={cfg['backend']}")
+        f"test={len(data.test)} epochs={opts['epochs']} steps={total} backend={cfg['backend']} "
+        f"({backend.resolve(cfg['backend'])}) dtype={cfg['dtype']}")
 
     def save():
         checkpoint.save(path, params=params, opt_state=opt_state, step=step,
@@ -201,9 +204,10 @@ def format_summary(summary):
 # --------------------------------------------------------------------------------------------------
 
 # model options settable from the command line: flag -> (config key, type)
-_MODEL_FLAGS = {"H": int, "N": int, "layers": int, "dropout": float, "norm": str, "backend": str,
-                "neuron": str, "lif_gradient": str, "mixing": str, "alpha": float, "frac_method": str,
-                "tau": float}
+_MODEL_FLAGS = {"H": int, "N": int, "layers": int, "dropout": float, "norm": str, "backend": str, "dtype": str,
+                "neuron": str, "lif_gradient": str, "reset": str, "surrogate": str, "mixing": str, "alpha": float,
+                "frac_method": str, "tau": float}
+_FLAG_CHOICES = {"backend": backend.BACKENDS, "dtype": backend.DTYPES}
 
 
 def _cmd_train(args):
@@ -220,7 +224,7 @@ def _cmd_train(args):
 
 def _cmd_eval(args):
     ckpt = checkpoint.load(args.checkpoint)
-    cfg, opts = ckpt.config["model"], ckpt.config["train"]
+    cfg, opts = models.upgrade_config(ckpt.config["model"]), ckpt.config["train"]
     data = _task(opts["task"], opts["data_dir"])
     test = evaluate(ckpt.params, ckpt.extra or {}, cfg, getattr(data, args.split), 256, opts["seed"], _aux(cfg))
     print("spike rate per layer: " + " ".join(f"{r:.3f}" for r in test["layer_rates"]))
@@ -252,8 +256,10 @@ def add_parser(sub):
         p.add_argument("--" + k.replace("_", "-"), type=str if v is None else type(v), default=None,
                        help=f"default {v}")
     for k, t in _MODEL_FLAGS.items():
-        p.add_argument("--" + k.replace("_", "-"), type=t, default=None,
-                       help="model option (defaults per model: refssm.models.MODEL_DEFAULTS)")
+        default = models.COMMON.get(k)
+        p.add_argument("--" + k.replace("_", "-"), type=t, default=None, choices=_FLAG_CHOICES.get(k),
+                       help="model option" + (f" (default {default})" if default is not None else
+                                              " (defaults per model: refssm.models.MODEL_DEFAULTS)"))
     for flag in ("bidirectional", "prenorm", "postnorm-bug"):
         p.add_argument("--" + flag, action="store_true")
     p.set_defaults(func=_cmd_train)
