@@ -262,3 +262,21 @@ def test_copy_of_checkpoint_loads(tmp_path):
     os.mkdir(tmp_path / "sub")
     shutil.copy(tmp_path / "c.h5", tmp_path / "sub" / "d.h5")
     assert_identical(kw["params"], load(tmp_path / "sub" / "d.h5").params)
+
+
+@pytest.mark.parametrize("new_dtype", ["<i8", "<u8", ">f8"])
+def test_same_bytes_other_dtype_fails_checksum(tmp_path, new_dtype):
+    """A dataset rewritten with its bytes unchanged but read as another dtype (float64 -> int64,
+    uint64, big-endian float64) must not load: the checksum covers the dtype, not only the bytes."""
+    kw = sample()
+    save(tmp_path / "c.h5", **kw)
+    name = "params/layers.0.ssm.log_dt"
+    with h5py.File(tmp_path / "c.h5", "r+") as f:
+        raw, attrs = f[name][...].tobytes(), dict(f[name].attrs)
+        del f[name]
+        ds = f.create_dataset(name, data=np.frombuffer(raw, dtype=new_dtype))
+        for k, v in attrs.items():
+            ds.attrs[k] = v
+        assert ds[...].tobytes() == raw or new_dtype.startswith(">")          # same bytes in memory order
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load(tmp_path / "c.h5")
