@@ -1,6 +1,8 @@
-"""Numba fast paths of refssm.ssm: the recurrence `scan` and the Vandermonde `kernel`.
+"""Numba fast paths of refssm.ssm: the recurrence `scan` and the Vandermonde kernel `kernel_fwd` with its
+VJP `kernel_vjp` (registered as "ssm_kernel" in refssm.backend), built on two primitives that never form
+the (H, N/2, L) Vandermonde matrix: `exp_sum` (the kernel) and `power_moments` (the VJP's power sums).
 
-Both loop over rows (channels, and batch for the scan) in parallel (prange) and keep the mode axis
+All loop over rows (channels, and batch for the scan) in parallel (prange) and keep the mode axis
 N/2 innermost. Complex sums run in another order than the oracle's einsum, so they match it to
 1e-12 relative, not bit for bit.
 """
@@ -8,10 +10,8 @@ N/2 innermost. Complex sums run in another order than the oracle's einsum, so th
 import numpy as np
 from numba import njit, prange
 
-from refssm._checks import as_array, positive_int
 from refssm.kernels.neurons import _rows
 from refssm import ssm
-from refssm.ssm import discretize
 
 _BLOCK = 64   # kernel: powers Abar^l are exp(l log Abar) every _BLOCK steps, running products between
 
@@ -78,26 +78,42 @@ def _kernel_rows(W, Abar, log_Abar, K):
                 K[i, l] = 2 * acc
 
 
-def kernel(A, B, C, dt, L, method="zoh"):
-    """Fast path of refssm.ssm.kernel; must match it to 1e-12 relative.
+def exp_sum(W, Abar, log_Abar, L):
+    """K[..., l] = 2 Re sum_k W[..., k] Abar[..., k]^l, l = 0..L-1, for W, Abar, log_Abar (..., n) complex
+    broadcasting together, log_Abar = log Abar (the branch the oracle's exp(l log Abar) uses).
 
-    K[h, l] = 2 Re sum_n C[h,n] Bbar[h,n] Abar[h,n]^l, l = 0..L-1, with (Abar, Bbar) from
-    refssm.ssm.discretize. Abar^l is exp(l log Abar), as in the oracle, at every 64th l and a running
-    product in between (at most 63 roundings), so the (H, N/2, L) Vandermonde matrix is never formed:
-    memory O(H L + H N), time O(H N L). A, B, C: (H, N/2) complex; dt: (H,) or (H, 1); L >= 1.
-    Returns K (H, L) float64.
+    Abar^l is exp(l log Abar) at every 64th l and a running product in between (at most 63 roundings), so
+    the (..., n, L) Vandermonde matrix is never formed: memory O(size(K) + size(W)), time O(n L) per row,
+    rows in parallel. The sum over k runs in another order than an einsum: equal to it to ~1e-13 relative.
+    Returns K (..., L) float64. Used by `kernel_fwd` and by refssm.kernels.fractional (the decoupled SOE).
     """
-    L = positive_int("L", L)
-    C = as_array("C", C, dtype=complex)
-    Abar, Bbar = discretize(A, B, dt, method)
-    W, Abar = np.broadcast_arrays(C * Bbar, Abar)
+    W, Abar, log_Abar = (np.asarray(x, dtype=np.complex128) for x in np.broadcast_arrays(W, Abar, log_Abar))
     K = np.empty(W.shape[:-1] + (L,))
-    _kernel_rows(*_rows(W, Abar, np.log(Abar), K))
+    _kernel_rows(*_rows(W, Abar, log_Abar, K))
     return K
 
 
+def kernel_fwd(A, B, C, dt, L, method="zoh"):
+    """Fast path of refssm.ssm.kernel_fwd (registered as "ssm_kernel" in refssm.backend); must match it to
+    1e-12 relative.
+
+    K[h, l] = 2 Re sum_n C[h,n] Bbar[h,n] Abar[h,n]^l, l = 0..L-1, with the checks, casts and
+    discretisation of refssm.ssm.kernel_prepare, summed by `exp_sum`: the (H, N/2, L) Vandermonde matrix is
+    never formed, memory O(H L + H N), time O(H N L). A, B, C: (H, N/2) complex (A, B may be (1, N/2));
+    dt: (H,) or (H, 1); L >= 1. Returns (K (H, L) float64, ctx for `kernel_vjp`: the oracle's ctx without V).
+    """
+    ctx = ssm.kernel_prepare(A, B, C, dt, L, method)
+    Abar = ctx["Abar"]
+    return exp_sum(ctx["W"], Abar, np.log(Abar), ctx["L"]), ctx
+
+
+def kernel(A, B, C, dt, L, method="zoh"):
+    """K of `kernel_fwd`, without its ctx."""
+    return kernel_fwd(A, B, C, dt, L, method)[0]
+
+
 @njit(parallel=True, cache=True)
-def _power_sums_rows(g, Abar, log_Abar, S, T):
+def _moments_rows(g, Abar, log_Abar, S, R1):
     R, L = g.shape
     n = Abar.shape[1]
     for i in prange(R):
@@ -111,18 +127,31 @@ def _power_sums_rows(g, Abar, log_Abar, S, T):
                     t += l * g[i, l] * p
                     p *= Abar[i, k]
             S[i, k] = s
-            T[i, k] = t / Abar[i, k]
+            R1[i, k] = t
+
+
+def power_moments(g, Abar, log_Abar):
+    """S[..., k] = sum_l g[..., l] Abar[..., k]^l and R[..., k] = sum_l l g[..., l] Abar[..., k]^l for g (..., L)
+    real and Abar, log_Abar (..., n) complex (leading dims broadcasting), powers as in `exp_sum`: no
+    (..., n, L) Vandermonde, memory O(size(Abar)), time O(n L) per row. Returns (S, R) complex128."""
+    lead = np.broadcast_shapes(g.shape[:-1], Abar.shape[:-1], log_Abar.shape[:-1])
+    Abar, log_Abar = (np.broadcast_to(np.asarray(x, dtype=np.complex128), lead + Abar.shape[-1:])
+                      for x in (Abar, log_Abar))
+    g = np.broadcast_to(np.asarray(g, dtype=np.float64), lead + g.shape[-1:])
+    S, R = np.empty(Abar.shape, complex), np.empty(Abar.shape, complex)
+    _moments_rows(*_rows(g, Abar, log_Abar, S, R))
+    return S, R
 
 
 def power_sums(gK, Abar):
     """Fast path of refssm.ssm.power_sums (S = sum_l gK[l] Abar^l, T = dS/dAbar); must match it to 1e-12
-    relative. Powers as in `kernel`: no (H, N/2, L) Vandermonde, memory O(H N)."""
-    g = np.ascontiguousarray(np.broadcast_to(gK, Abar.shape[:-1] + gK.shape[-1:]), dtype=np.float64)
-    S, T = np.empty(Abar.shape, complex), np.empty(Abar.shape, complex)
-    _power_sums_rows(*_rows(g, np.ascontiguousarray(Abar), np.log(Abar), S, T))
-    return S, T
+    relative. `power_moments` with T = R / Abar: no (H, N/2, L) Vandermonde, memory O(H N)."""
+    S, R = power_moments(gK, Abar, np.log(Abar))
+    return S, R / Abar
 
 
-def kernel_vjp(gK, A, B, C, dt, L, method="zoh"):
-    """Fast path of refssm.ssm.kernel_vjp (the same chain rule, with `power_sums` in Numba)."""
-    return ssm.kernel_vjp(gK, A, B, C, dt, L, method, sums=power_sums)
+def kernel_vjp(ctx, gK):
+    """Fast path of refssm.ssm.kernel_vjp: the power sums of gK in Numba (`power_sums`), then the oracle's
+    chain rule refssm.ssm.kernel_chain. Returns (gA, gB, gC, gdt), each of its input's shape."""
+    gK = ssm.kernel_cotangent(ctx, gK)
+    return ssm.kernel_chain(ctx, *power_sums(gK, ctx["Abar"]))

@@ -1,10 +1,11 @@
-"""refssm.kernels.ssm: the Numba scan and kernel against their oracles in refssm.ssm.
+"""refssm.kernels.ssm: the Numba scan, kernel and kernel VJP against their oracles in refssm.ssm.
 
-Both sum complex terms in another order than the oracle's einsum, so they are compared at 1e-12
+All sum complex terms in another order than the oracle's einsum, so they are compared at 1e-12
 relative to the largest entry (assert_allclose rtol=1e-12, atol=1e-12 max|oracle|), on
 hypothesis-drawn shapes (L = 1, odd L, L across several 64-step anchor blocks, mode counts that are
-not multiples of 4, extra leading dims) for every init and discretisation. Bad input must raise the
-oracle's ValueError. The kernel must not form the (H, N/2, L) Vandermonde matrix (tracemalloc).
+not multiples of 4, extra leading dims, non-contiguous parameters) for every init and discretisation.
+Bad input must raise the oracle's ValueError. The kernel and its VJP must not form the (H, N/2, L)
+Vandermonde matrix (tracemalloc). The registry (refssm.backend) must serve this fast path for "ssm_kernel".
 """
 
 import tracemalloc
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from refssm import ssm
+from refssm import _checks, backend, ssm
 from refssm.kernels import ssm as fast
 
 seeds = st.integers(0, 2**31)
@@ -66,10 +67,50 @@ def test_kernel_vjp_matches_oracle(H, N, L, init, method, shared, seed):
     p = ssm.init_diag(H, N, init, rng=rng)
     A, B = (p["A"][:1], p["B"][:1]) if shared else (p["A"], p["B"])          # (A, B) shared by channels
     gK = rng.standard_normal((H, L))
-    args = (gK, A, B, p["C"], np.exp(p["log_dt"]), L, method)
-    for g_fast, g in zip(fast.kernel_vjp(*args), ssm.kernel_vjp(*args)):
+    args = (A, B, p["C"], np.exp(p["log_dt"]), L, method)
+    (K_fast, ctx_fast), (K, ctx) = fast.kernel_fwd(*args), ssm.kernel_fwd(*args)
+    _assert_close(K_fast, K)
+    assert "V" not in ctx_fast                                                  # no Vandermonde kept
+    for g_fast, g in zip(fast.kernel_vjp(ctx_fast, gK), ssm.kernel_vjp(ctx, gK)):
         assert g_fast.shape == g.shape
         _assert_close(g_fast, g)
+
+
+@settings(max_examples=20, deadline=None)
+@given(H=st.integers(1, 4), N=st.sampled_from([2, 6, 16]), L=st.one_of(st.just(1), st.integers(1, 200)),
+       method=st.sampled_from(ssm.METHODS), seed=seeds)
+def test_kernel_non_contiguous_and_float32_parameters(H, N, L, method, seed):
+    # parameters as strided views, and (inside trusted(), as the training loop calls it) as
+    # complex64/float32: both paths compute in complex128 and agree to 1e-12
+    rng = np.random.default_rng(seed)
+    p = ssm.init_diag(H, 2 * N, "inv", rng=rng)
+    A, B, C = (p[k][:, ::2] for k in "ABC")
+    dt = np.repeat(np.exp(p["log_dt"]), 2)[::2]
+    gK = rng.standard_normal((2 * L, H)).T[:, ::2]
+    for args in ((A, B, C, dt, L, method),
+                 (A.astype(np.complex64), B.astype(np.complex64), C.astype(np.complex64), dt.astype(np.float32),
+                  L, method)):
+        with _checks.trusted():
+            (K_fast, ctx_fast), (K, ctx) = fast.kernel_fwd(*args), ssm.kernel_fwd(*args)
+            assert K_fast.dtype == K.dtype == np.float64
+            _assert_close(K_fast, K)
+            for g_fast, g in zip(fast.kernel_vjp(ctx_fast, gK), ssm.kernel_vjp(ctx, gK)):
+                assert g_fast.dtype == g.dtype
+                _assert_close(g_fast, g)
+
+
+def test_power_sums_match_oracle():
+    rng = np.random.default_rng(4)
+    p = ssm.init_diag(3, 10, "lin", rng=rng)
+    Abar, _ = ssm.discretize(p["A"], p["B"], np.exp(p["log_dt"]))
+    gK = rng.standard_normal((3, 150))
+    for got, want in zip(fast.power_sums(gK, Abar), ssm.power_sums(gK, Abar)):
+        _assert_close(got, want)
+
+
+def test_registered_against_the_oracle():
+    assert backend.op("ssm_kernel", "numba") == (fast.kernel_fwd, fast.kernel_vjp)
+    assert backend.oracle("ssm_kernel") == (ssm.kernel_fwd, ssm.kernel_vjp)
 
 
 def test_kernel_long_and_leading_dims():
@@ -86,11 +127,18 @@ def test_kernel_never_forms_the_vandermonde_matrix():
     H, N, L = 8, 64, 4096
     p = ssm.init_diag(H, N, rng=np.random.default_rng(0))
     fast.kernel(p["A"], p["B"], p["C"], np.exp(p["log_dt"]), 8)                 # compiled before tracing
+    fast.kernel_vjp(fast.kernel_fwd(p["A"], p["B"], p["C"], np.exp(p["log_dt"]), 8)[1], np.ones((H, 8)))
     tracemalloc.start()
-    K = fast.kernel(p["A"], p["B"], p["C"], np.exp(p["log_dt"]), L)
+    K, ctx = fast.kernel_fwd(p["A"], p["B"], p["C"], np.exp(p["log_dt"]), L)
     peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.reset_peak()
+    gK = np.ones_like(K)
+    before = tracemalloc.get_traced_memory()[0]
+    fast.kernel_vjp(ctx, gK)
+    peak_vjp = tracemalloc.get_traced_memory()[1] - before
     tracemalloc.stop()
     assert peak < 2 * K.nbytes < H * (N // 2) * L * 16 / 8                     # Vandermonde: 16 MiB
+    assert peak_vjp < 2 * K.nbytes
 
 
 X = np.ones((2, 3, 5))
