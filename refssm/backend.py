@@ -41,6 +41,8 @@ OPS = {
     "embedding": ("refssm.ops:embedding", {}, True),
     "masked_mean": ("refssm.ops:masked_mean", {}, True),
     "cross_entropy": ("refssm.ops:cross_entropy", {}, True),
+    "mse": ("refssm.ops:mse", {}, True),
+    "take_steps": ("refssm.ops:take_steps", {}, True),
     # memory-bound ops fused into one pass
     "layer_norm": ("refssm.ops:layer_norm", {"numba": "refssm.kernels.ops:layer_norm"}, False),
     "glu": ("refssm.ops:glu", {"numba": "refssm.kernels.ops:glu"}, False),

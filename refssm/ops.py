@@ -364,28 +364,83 @@ def masked_mean_vjp(ctx, gy):
     return gy[:, :, None] * w[:, None, :]
 
 
-def cross_entropy(logits, labels):
-    """Mean softmax cross-entropy: loss = mean_b (logsumexp_c z[b,c] - z[b, labels[b]]).
+def cross_entropy(logits, labels, mask=None):
+    """Mean softmax cross-entropy over classes on axis 1, averaged over the valid positions:
 
-    logits (B, C); labels (B,) integers in [0, C)  ->  (loss float, ctx = (softmax (B, C), labels)).
+        loss = sum_{b,k} m[b,k] (logsumexp_c z[b,c,k] - z[b, labels[b,k], k]) / sum m
+
+    logits (B, C) with labels (B,) (classification), or (B, C, K...) with labels (B, K...) (one class per
+    step: sequence targets, next-token prediction); mask: bool like labels (None: every position valid).
+    -> (loss float, ctx = (softmax, labels, weights m / sum m)).
     """
-    z = as_array("logits", logits, ndim=2)
+    z = as_array("logits", logits, min_ndim=2)
     labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be a 1-D integer array (B,), got {labels.dtype} of shape {labels.shape}")
-    _match("labels", labels, (z.shape[0],))
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be an integer array, got {labels.dtype}")
+    _match("labels", labels, z.shape[:1] + z.shape[2:])
     if z.shape[0] == 0:
         raise ValueError("logits must hold at least 1 example (B >= 1), got B = 0")
     in_range("labels", labels, 0, z.shape[1] - 1)
-    logp = log_softmax(z, axis=1)                    # (B, C)
-    loss = -logp[np.arange(z.shape[0]), labels].mean()
-    return float(loss), (np.exp(logp), labels)
+    if mask is None:
+        w = np.full(labels.shape, 1.0 / labels.size)
+    else:
+        mask = np.asarray(mask)
+        if mask.dtype != bool:
+            raise ValueError(f"mask must be a boolean array, got dtype {mask.dtype}")
+        _match("mask", mask, labels.shape)
+        if not mask.any():
+            raise ValueError("mask must mark at least 1 valid position, got none")
+        w = mask / mask.sum()
+    logp = log_softmax(z, axis=1)                                     # (B, C, ...)
+    picked = np.take_along_axis(logp, labels[:, None], axis=1)[:, 0]  # (B, ...)
+    loss = -np.sum(w * picked)
+    return float(loss), (np.exp(logp), labels, w.astype(z.dtype))
 
 
 def cross_entropy_vjp(ctx, g=1.0):
-    """-> glogits = g (softmax(z) - onehot(labels)) / B, for the upstream scalar g = dL/dloss."""
-    probs, labels = ctx
+    """-> glogits = g w (softmax(z) - onehot(labels)), w the position weights m / sum m."""
+    probs, labels, w = ctx
     g = float(as_array("g", g, ndim=0))
-    onehot = np.zeros_like(probs)
-    onehot[np.arange(labels.size), labels] = 1.0
-    return g * (probs - onehot) / labels.size
+    grad = probs * w[:, None]
+    np.put_along_axis(grad, labels[:, None], np.take_along_axis(grad, labels[:, None], axis=1) - w[:, None], axis=1)
+    return g * grad
+
+
+def mse(pred, target):
+    """Mean squared error: loss = mean_b (pred[b] - target[b])^2. pred, target (B,) -> (loss, ctx)."""
+    pred = as_array("pred", pred, ndim=1)
+    target = _match("target", as_array("target", target, ndim=1), pred.shape)
+    if pred.size == 0:
+        raise ValueError("pred must hold at least 1 example (B >= 1), got B = 0")
+    d = pred - target
+    return float(np.mean(d * d)), (d,)
+
+
+def mse_vjp(ctx, g=1.0):
+    """-> gpred = 2 g (pred - target) / B."""
+    (d,) = ctx
+    return float(as_array("g", g, ndim=0)) * 2.0 * d / d.size
+
+
+def take_steps(x, index):
+    """Read out chosen time steps: y[b,h,k] = x[b,h,index[b,k]].
+
+    x (B, H, L); index (B, K) integers in [0, L), e.g. the last valid step (K = 1) or the last K steps
+    where a sequence target is emitted  ->  y (B, H, K). ctx = (index, x.shape).
+    """
+    x = as_array("x", x, ndim=3)
+    index = np.asarray(index)
+    if index.ndim != 2 or index.shape[0] != x.shape[0] or not np.issubdtype(index.dtype, np.integer):
+        raise ValueError(f"index must be an integer array (B = {x.shape[0]}, K), got {index.dtype} {index.shape}")
+    in_range("index", index, 0, x.shape[2] - 1)
+    return np.take_along_axis(x, index[:, None, :], axis=2), (index, x.shape)
+
+
+def take_steps_vjp(ctx, gy):
+    """-> gx: gy scattered back to the chosen steps (summed where a step is chosen twice)."""
+    index, shape = ctx
+    gx = np.zeros(shape, gy.dtype)
+    b = np.arange(shape[0])[:, None, None]
+    h = np.arange(shape[1])[None, :, None]
+    np.add.at(gx, (b, h, index[:, None, :]), gy)
+    return gx

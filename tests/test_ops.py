@@ -271,6 +271,44 @@ def test_cross_entropy_vjp():
               autograd_loss=lambda z: g * anp.mean(alogsumexp(z, axis=1) - z[rows, labels]))
 
 
+def test_masked_sequence_cross_entropy_vjp():
+    """Classes on axis 1, one label per step, padded steps masked out: the mean over valid positions."""
+    rng = _rng(14)
+    z, labels = 2.0 * rng.normal(size=(3, 4, 5)), rng.integers(0, 4, (3, 5))
+    mask = rng.random((3, 5)) < 0.7
+    mask[0, 0] = True
+    _, ctx = ops.cross_entropy(z, labels, mask)
+    b, k = np.nonzero(mask)
+
+    def ref(z):
+        lse = alogsumexp(z, axis=1)                                            # (3, 5)
+        return anp.sum((lse - z[np.arange(3)[:, None], labels, np.arange(5)[None]])[b, k]) / b.size
+
+    np.testing.assert_allclose(ops.cross_entropy(z, labels, mask)[0], ref(z), rtol=1e-12)
+    check_vjp(lambda z: ops.cross_entropy(z, labels, mask)[0], [ops.cross_entropy_vjp(ctx)], [z], autograd_loss=ref)
+
+
+def test_mse_vjp():
+    rng = _rng(15)
+    pred, target = rng.normal(size=6), rng.normal(size=6)
+    _, ctx = ops.mse(pred, target)
+    check_vjp(lambda p: 1.5 * ops.mse(p, target)[0], [ops.mse_vjp(ctx, 1.5)], [pred],
+              autograd_loss=lambda p: 1.5 * anp.mean((p - target) ** 2))
+    np.testing.assert_allclose(ops.mse(pred, target)[0] * 1.5, 1.5 * np.mean((pred - target) ** 2))
+
+
+def test_take_steps_and_vjp_with_a_repeated_step():
+    rng = _rng(16)
+    x = rng.normal(size=(2, 3, 6))
+    index = np.array([[5, 1, 1], [0, 2, 4]])
+    y, ctx = ops.take_steps(x, index)
+    np.testing.assert_array_equal(y[1, :, 2], x[1, :, 4])
+    np.testing.assert_array_equal(y[0, :, 1], x[0, :, 1])
+    gy = rng.normal(size=y.shape)
+    check_vjp(lambda x: np.sum(gy * ops.take_steps(x, index)[0]), [ops.take_steps_vjp(ctx, gy)], [x],
+              autograd_loss=lambda x: anp.sum(gy * anp.stack([x[b][:, index[b]] for b in range(2)])))
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 X3 = np.ones((2, 4, 3))
@@ -304,7 +342,10 @@ BAD = [
     (lambda: ops.masked_mean(X3, np.array([[True] * 3, [False] * 3])), "at least 1 valid step"),
     (lambda: ops.cross_entropy(np.ones((2, 3)), np.array([0, 3])), r"labels must lie in \[0, 2\]"),
     (lambda: ops.cross_entropy(np.ones((2, 3)), np.array([0])), r"labels must have shape \(2,\)"),
-    (lambda: ops.cross_entropy(np.ones(3), np.array([0])), "logits must have ndim == 2"),
+    (lambda: ops.cross_entropy(np.ones(3), np.array([0])), "logits must have ndim >= 2"),
+    (lambda: ops.cross_entropy(np.ones((2, 3, 4)), np.zeros((2, 4), int), np.zeros((2, 4), bool)), "at least 1 valid"),
+    (lambda: ops.take_steps(X3, np.array([[3]] * 2)), r"index must lie in \[0, 2\]"),
+    (lambda: ops.mse(np.ones(2), np.ones(3)), r"target must have shape \(2,\)"),
 ]
 
 
