@@ -324,21 +324,23 @@ def run_library(name, x, g_spikes, dtype="float64", **params):
     preset returns (SpikingJelly: H, recomputed from the recorded V_{t-1} by the library's own charge
     function; snnTorch: mem; Norse: the recorded state v). params: the preset's keyword arguments
     (scalars). dtype "float64" runs the library in float64 with its parameters and initial state as
-    float64 tensors (so that nothing is rounded to float32 on the way); "float32" runs it the way a user
-    does by default (float32 input, Python-float parameters).
+    float64 tensors (so that nothing is rounded to float32 on the way); "float64_input" gives it a float64
+    input but the parameters as Python floats, which snnTorch and Norse store as float32 tensors (what a
+    user who only casts the data gets); "float32" runs it the way a user does by default (float32 input,
+    Python-float parameters).
     Raises ImportError (naming `pip install refssm[parity]`) if PyTorch or the library is missing.
     """
     choice("name", name, LIBRARIES)
-    choice("dtype", dtype, ("float32", "float64"))
+    choice("dtype", dtype, ("float32", "float64", "float64_input"))
     try:
         import torch
     except ImportError:
         raise ImportError("run_library needs PyTorch and the library: pip install 'refssm[parity]'") from None
     x = time_series("x", x)
     g = as_array("g_spikes", g_spikes)
-    tdt = getattr(torch, dtype)
+    tdt = torch.float32 if dtype == "float32" else torch.float64
     xt = torch.tensor(np.moveaxis(x, -1, 0), dtype=tdt, requires_grad=True)       # time first
-    spikes, membrane = _RUNNERS[name](torch, xt, tdt, **params)
+    spikes, membrane = _RUNNERS[name](torch, xt, tdt if dtype == "float64" else None, **params)
     (spikes * torch.tensor(np.moveaxis(g, -1, 0), dtype=spikes.dtype)).sum().backward()
     out = dict(spikes=spikes, membrane=membrane, g_x=xt.grad)
     return {k: np.moveaxis(v.detach().double().numpy(), 0, -1) for k, v in out.items()}
@@ -352,7 +354,7 @@ def _sj_surrogate(surrogate="atan", alpha=2.0):
     return cls(alpha=alpha)
 
 
-def _run_spikingjelly_lif(torch, xt, tdt, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
+def _run_spikingjelly_lif(torch, xt, pdt, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
                           detach_reset=False, surrogate="atan", alpha=2.0):
     from spikingjelly.activation_based import functional, neuron
 
@@ -367,7 +369,7 @@ def _run_spikingjelly_lif(torch, xt, tdt, tau=2.0, decay_input=True, v_threshold
     return spikes, H
 
 
-def _run_spikingjelly_if(torch, xt, tdt, v_threshold=1.0, v_reset=0.0, detach_reset=False, surrogate="atan",
+def _run_spikingjelly_if(torch, xt, pdt, v_threshold=1.0, v_reset=0.0, detach_reset=False, surrogate="atan",
                          alpha=2.0):
     from spikingjelly.activation_based import neuron
 
@@ -380,7 +382,7 @@ def _run_spikingjelly_if(torch, xt, tdt, v_threshold=1.0, v_reset=0.0, detach_re
     return spikes, V_prev + xt.detach()                                       # IF charge H = V + X
 
 
-def _run_snntorch_leaky(torch, xt, tdt, beta=0.9, threshold=1.0, reset_mechanism="subtract", surrogate="atan",
+def _run_snntorch_leaky(torch, xt, pdt, beta=0.9, threshold=1.0, reset_mechanism="subtract", surrogate="atan",
                         alpha=2.0, slope=25.0):
     import snntorch
     from snntorch import surrogate as st
@@ -388,8 +390,8 @@ def _run_snntorch_leaky(torch, xt, tdt, beta=0.9, threshold=1.0, reset_mechanism
     choice("surrogate", surrogate, tuple(SNNTORCH_SURROGATES))
     grad = {"atan": lambda: st.atan(alpha=alpha), "fast_sigmoid": lambda: st.fast_sigmoid(slope=slope),
             "sigmoid": lambda: st.sigmoid(slope=slope)}[surrogate]()
-    if tdt == torch.float64:                       # else Python floats: the library stores them as float32
-        beta, threshold = torch.tensor(beta, dtype=tdt), torch.tensor(threshold, dtype=tdt)
+    if pdt is not None:                            # else Python floats: the library stores them as float32
+        beta, threshold = torch.tensor(beta, dtype=pdt), torch.tensor(threshold, dtype=pdt)
     lif = snntorch.Leaky(beta=beta, threshold=threshold, spike_grad=grad, reset_mechanism=reset_mechanism)
     mem = torch.zeros_like(xt[0])
     spikes, mems = [], []
@@ -400,21 +402,20 @@ def _run_snntorch_leaky(torch, xt, tdt, beta=0.9, threshold=1.0, reset_mechanism
     return torch.stack(spikes), torch.stack(mems).detach()
 
 
-def _run_norse_lif(torch, xt, tdt, tau_syn_inv=200.0, tau_mem_inv=100.0, v_leak=0.0, v_th=1.0, v_reset=0.0,
+def _run_norse_lif(torch, xt, pdt, tau_syn_inv=200.0, tau_mem_inv=100.0, v_leak=0.0, v_th=1.0, v_reset=0.0,
                    dt=1e-3, method="super", alpha=100.0):
     import norse.torch as nt
     from norse.torch.functional.lif import LIFFeedForwardState
 
     choice("method", method, NORSE_METHODS)
-    p = nt.LIFParameters(tau_syn_inv=torch.tensor(tau_syn_inv, dtype=tdt),
-                         tau_mem_inv=torch.tensor(tau_mem_inv, dtype=tdt), v_leak=torch.tensor(v_leak, dtype=tdt),
-                         v_th=torch.tensor(v_th, dtype=tdt), v_reset=torch.tensor(v_reset, dtype=tdt),
-                         method=method, alpha=torch.tensor(alpha, dtype=tdt))
+    t = (lambda v: torch.tensor(v, dtype=pdt)) if pdt is not None else (lambda v: v)   # Python floats:
+    p = nt.LIFParameters(tau_syn_inv=t(tau_syn_inv), tau_mem_inv=t(tau_mem_inv), v_leak=t(v_leak),  # Norse makes
+                         v_th=t(v_th), v_reset=t(v_reset), method=method, alpha=t(alpha))          # float32 tensors
     lif = nt.LIF(p=p, dt=dt, record_states=True)
     state = None
-    if tdt == torch.float64:                       # the module's default initial v is a float32 tensor
-        state = LIFFeedForwardState(v=torch.full(xt.shape[1:], v_leak, dtype=tdt),
-                                    i=torch.zeros(xt.shape[1:], dtype=tdt))
+    if pdt is not None:                            # the module's default initial v is a float32 tensor
+        state = LIFFeedForwardState(v=torch.full(xt.shape[1:], v_leak, dtype=pdt),
+                                    i=torch.zeros(xt.shape[1:], dtype=pdt))
     z, states = lif(xt, state)
     return z, states.v.detach()
 
