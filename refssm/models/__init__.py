@@ -39,7 +39,16 @@ E_MAC_PJ, E_AC_PJ = 4.6, 0.9
 
 COMMON = dict(H=64, N=64, n_layers=2, dropout=0.0, prenorm=False, norm="batch", postnorm_bug=False,
               bidirectional=False, dt_min=1e-3, dt_max=1e-1, init="lin", method="zoh", backend="auto",
-              dtype="float32")
+              dtype="float32", head="class", n_targets=1)
+# head -> what the network outputs and the loss it trains with (the task's target decides the head):
+#   class      (B, n_classes) logits of the masked mean over time; cross-entropy
+#   retrieval  (B, n_classes) logits of LRA's dual encoder: both sequences through the same network,
+#              pooled to u, v, then MLP([u, v, u * v, u - v]) (Linear 4H -> H, GELU, Linear); cross-entropy
+#   sequence   (B, n_classes, n_targets) logits at the last n_targets valid steps (copy task); cross-entropy
+#   value      (B,) a real number read out at the last valid step (adding problem); mean squared error
+#   lm         (B, vocab_size, L) next-token logits at every step (causal kernels only); cross-entropy over
+#              the valid steps; perplexity exp(loss), bits per token loss / ln 2
+HEADS = ("class", "retrieval", "sequence", "value", "lm")
 MODEL_DEFAULTS = {name: module.DEFAULTS for name, module in MODULES.items()}
 
 
@@ -63,7 +72,22 @@ def make_config(model, d_input=None, n_classes=10, vocab_size=None, **overrides)
     if cfg["N"] % 2:
         raise ValueError(f"N must be even (N/2 conjugate-pair modes), got {cfg['N']}")
     positive_int("n_layers", cfg["n_layers"])
-    positive_int("n_classes", cfg["n_classes"], minimum=2)
+    choice("head", cfg["head"], HEADS)
+    positive_int("n_targets", cfg["n_targets"])
+    if cfg["head"] == "value":
+        cfg["n_classes"] = 1                                                   # one real output
+    elif cfg["head"] == "lm":
+        if vocab_size is None:
+            raise ValueError("head 'lm' predicts tokens: give vocab_size (token inputs), not d_input")
+        if cfg["bidirectional"]:
+            raise ValueError("head 'lm' needs a causal kernel: bidirectional must be False (a two-sided kernel "
+                             "sees the tokens it is asked to predict)")
+        if cfg["norm"] == "batch":
+            raise ValueError("head 'lm' cannot use norm 'batch': its training statistics over time leak later "
+                             "tokens into each step's prediction; use norm 'layer' (the papers' LM setting) or None")
+        cfg["n_classes"] = vocab_size
+    else:
+        positive_int("n_classes", cfg["n_classes"], minimum=2)
     if d_input is not None:
         positive_int("d_input", d_input)
     else:
@@ -111,6 +135,8 @@ def declare(cfg):
         decl.update({pre + k: v for k, v in MODULES[cfg["model"]].layer_params(cfg).items()})
     if cfg["prenorm"] and cfg["norm"] is not None:
         decl.update(layers.norm("final_norm.", H))
+    if cfg["head"] == "retrieval":
+        decl.update(layers.linear("mlp.", 4 * H, H))
     decl.update(layers.linear("dec.", H, cfg["n_classes"]))
     return decl
 
@@ -146,24 +172,32 @@ def optimizer_groups(cfg):
 def _check_inputs(p, state, cfg, x, mask):
     """Validation at the public boundary: inputs, mask and every declared parameter's shape."""
     dtype = np.dtype(cfg["dtype"])
+    lead = 2 if cfg["head"] == "retrieval" else 1                             # (B, 2, L...) for pairs
     if cfg["vocab_size"] is None:
-        x = as_array("x", x, ndim=3).astype(dtype, copy=False)
-        if x.shape[2] != cfg["d_input"]:
-            raise ValueError(f"x must have shape (B, L, d_input = {cfg['d_input']}), got {x.shape}")
+        x = as_array("x", x, ndim=lead + 2).astype(dtype, copy=False)
+        if x.shape[-1] != cfg["d_input"]:
+            raise ValueError(f"x must have shape ({'B, 2' if lead == 2 else 'B'}, L, d_input = {cfg['d_input']}), "
+                             f"got {x.shape}")
     else:
         x = np.asarray(x)
-        if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer):
-            raise ValueError(f"x must be a 2-D integer token array (B, L), got {x.dtype} of shape {x.shape}")
+        if x.ndim != lead + 1 or not np.issubdtype(x.dtype, np.integer):
+            raise ValueError(f"x must be an integer token array ({'B, 2' if lead == 2 else 'B'}, L), "
+                             f"got {x.dtype} of shape {x.shape}")
         if x.size:
             in_range("x", x, 0, cfg["vocab_size"] - 1)
-    if x.shape[0] < 1 or x.shape[1] < 1:
+    if lead == 2 and x.shape[1] != 2:
+        raise ValueError(f"x must hold two sequences per example for head 'retrieval', got shape {x.shape}")
+    steps = x.shape[:lead + 1]
+    if min(steps) < 1:
         raise ValueError(f"x must hold B >= 1 sequences of L >= 1 steps, got shape {x.shape}")
     if mask is not None:
         mask = np.asarray(mask)
-        if mask.dtype != bool or mask.shape != x.shape[:2]:
-            raise ValueError(f"mask must be a boolean array of shape {x.shape[:2]}, got {mask.dtype} {mask.shape}")
-        if not mask.any(axis=1).all():
+        if mask.dtype != bool or mask.shape != steps:
+            raise ValueError(f"mask must be a boolean array of shape {steps}, got {mask.dtype} {mask.shape}")
+        if not mask.any(axis=-1).all():
             raise ValueError("mask must mark at least 1 valid step in every row, got a row with none")
+    if cfg["head"] == "sequence" and (mask if mask is not None else np.ones(steps, bool)).sum(-1).min() < cfg["n_targets"]:
+        raise ValueError(f"every sequence must have at least n_targets = {cfg['n_targets']} valid steps")
     for name, d in declare(cfg).items():
         if name not in p:
             raise ValueError(f"params is missing {name!r} (declared for model {cfg['model']!r})")
@@ -179,64 +213,134 @@ def _embed(E, tokens):
     return ops.embedding(tokens, E)
 
 
-def forward(p, state, cfg, x, mask, rng, train, aux=None):
-    """Logits of the network.
+def _pair_features(pooled):
+    """(2B, H) pooled encodings of both sequences -> (B, 4H) [u, v, u * v, u - v] (LRA retrieval)."""
+    u, v = np.split(pooled, 2)
+    return np.concatenate([u, v, u * v, u - v], axis=1), (u, v)
 
-    x: (B, L, d_input) float or (B, L) int tokens; mask (B, L) bool (valid steps), or None.
-    rng: numpy Generator for dropout and stochastic spikes. train: batch statistics and dropout on.
-    aux: optional fixed extras, e.g. {"sdn": SDN weights} for neuron="sdn".
-    Returns (logits (B, n_classes), cache, new_state, stats): cache is what `backward` needs (the tape),
-    stats a list, per layer, of dict(spikes, sites, ac, mac) and a last entry for encoder + decoder MACs.
+
+def _pair_features_vjp(ctx, g):
+    u, v = ctx
+    gu_, gv_, guv, gd = np.split(g, 4, axis=1)
+    return np.concatenate([gu_ + guv * v + gd, gv_ + guv * u - gd])
+
+
+def _squeeze(y):
+    """(B, 1, 1) -> (B,): the value head's single output."""
+    return y[:, 0, 0], y.shape
+
+
+def _squeeze_vjp(shape, g):
+    return g.reshape(shape)
+
+
+def _readout_steps(cfg, mask, B, L):
+    """(B, K) indices of the steps a head reads: the last valid step (value), the last n_targets (sequence)."""
+    last = (mask.sum(axis=1) if mask is not None else np.full(B, L)) - 1           # (B,)
+    K = 1 if cfg["head"] == "value" else cfg["n_targets"]
+    return last[:, None] - np.arange(K - 1, -1, -1)[None, :]
+
+
+def network(t, cfg, x, mask, env):
+    """Encoder and residual blocks on the tape: x -> h (Var (B, H, L)) and per-layer stats."""
+    rng, train = env["rng"], env["train"]
+    core = MODULES[cfg["model"]].core
+    if cfg["vocab_size"] is None:
+        h = t.op("linear", t.input(np.moveaxis(x, -1, 1)), t.param("enc.W"), t.param("enc.b"))  # (B, H, L)
+    else:
+        h = t.call(_embed, ops.embedding_vjp, t.param("enc.E"), x)
+    stats = []
+    for i in range(cfg["n_layers"]):
+        pre = f"layers.{i}."
+        z = h
+        if cfg["prenorm"] and cfg["norm"] is not None:
+            z = layers.norm_layer(t, cfg, pre + "norm.", z, env)
+        o, st = core(t, cfg, pre, z, env)
+        h = t.op("add", h, t.op("dropout", o, cfg["dropout"], rng, train))
+        if not cfg["prenorm"] and cfg["norm"] is not None and not cfg["postnorm_bug"]:
+            h = layers.norm_layer(t, cfg, pre + "norm.", h, env)
+        stats.append(st)
+    if cfg["prenorm"] and cfg["norm"] is not None:
+        h = layers.norm_layer(t, cfg, "final_norm.", h, env)
+    return h, stats
+
+
+def head(t, cfg, h, mask):
+    """The task's head on the tape (see HEADS): h (B, H, L) -> outputs."""
+    dec = (t.param("dec.W"), t.param("dec.b"))
+    B, _, L = h.shape
+    if cfg["head"] in ("class", "retrieval"):
+        pooled = t.op("masked_mean", h, mask)                                  # (B, H)
+        if cfg["head"] == "retrieval":
+            pair = t.call(_pair_features, _pair_features_vjp, pooled)          # (B/2, 4H)
+            pooled = t.op("gelu", t.op("linear", pair, t.param("mlp.W"), t.param("mlp.b")))
+        return t.op("linear", pooled, *dec)
+    if cfg["head"] == "lm":
+        return t.op("linear", h, *dec)                                         # (B, V, L)
+    read = t.op("take_steps", h, _readout_steps(cfg, mask, B, L))              # (B, H, K)
+    out = t.op("linear", read, *dec)                                           # (B, C, K)
+    return t.call(_squeeze, _squeeze_vjp, out) if cfg["head"] == "value" else out
+
+
+def forward(p, state, cfg, x, mask, rng, train, aux=None):
+    """The network's outputs (see HEADS), e.g. logits (B, n_classes) for classification.
+
+    x: (B, L, d_input) float or (B, L) int tokens ((B, 2, L, ...) for head "retrieval"); mask (B, L)
+    bool (valid steps; (B, 2, L) for pairs), or None. rng: numpy Generator for dropout and stochastic
+    spikes. train: batch statistics and dropout on. aux: optional fixed extras, e.g. {"sdn": SDN weights}.
+    Returns (outputs, cache, new_state, stats): cache is what `backward` needs (the tape), stats a list,
+    per layer, of dict(spikes, sites, ac, mac) and a last entry for encoder + decoder MACs.
     """
     p, state, x, mask = _check_inputs(p, state, cfg, x, mask)
     choice("train", train, (True, False))
     env = dict(rng=rng, train=train, state=state, new_state=dict(state), aux=aux or {})
-    core = MODULES[cfg["model"]].core
+    if cfg["head"] == "retrieval":                                             # both sequences, one batch
+        x = np.concatenate([x[:, 0], x[:, 1]])
+        mask = None if mask is None else np.concatenate([mask[:, 0], mask[:, 1]])
     with trusted():
         t = Tape(p, cfg["backend"])
-        if cfg["vocab_size"] is None:
-            h = t.op("linear", t.input(np.moveaxis(x, -1, 1)), t.param("enc.W"), t.param("enc.b"))  # (B, H, L)
-        else:
-            h = t.call(_embed, ops.embedding_vjp, t.param("enc.E"), x)
-        B, H, L = h.shape
-        stats = []
-        for i in range(cfg["n_layers"]):
-            pre = f"layers.{i}."
-            z = h
-            if cfg["prenorm"] and cfg["norm"] is not None:
-                z = layers.norm_layer(t, cfg, pre + "norm.", z, env)
-            o, st = core(t, cfg, pre, z, env)
-            h = t.op("add", h, t.op("dropout", o, cfg["dropout"], rng, train))
-            if not cfg["prenorm"] and cfg["norm"] is not None and not cfg["postnorm_bug"]:
-                h = layers.norm_layer(t, cfg, pre + "norm.", h, env)
-            stats.append(st)
-        if cfg["prenorm"] and cfg["norm"] is not None:
-            h = layers.norm_layer(t, cfg, "final_norm.", h, env)
-        pooled = t.op("masked_mean", h, mask)
-        logits = t.op("linear", pooled, t.param("dec.W"), t.param("dec.b"))
+        h, stats = network(t, cfg, x, mask, env)
+        out = head(t, cfg, h, mask)
+    B, H, L = h.shape
     enc_macs = 0 if cfg["vocab_size"] is not None else B * L * H * cfg["d_input"]
-    stats.append(dict(spikes=0.0, sites=0.0, ac=0.0, mac=float(enc_macs + B * H * cfg["n_classes"])))
-    return logits.value, (t, logits, p), env["new_state"], stats
+    dec_macs = {"lm": L, "sequence": cfg["n_targets"]}.get(cfg["head"], 1) * B * H * cfg["n_classes"]
+    if cfg["head"] == "retrieval":
+        dec_macs = B // 2 * (4 * H * H + H * cfg["n_classes"])
+    stats.append(dict(spikes=0.0, sites=0.0, ac=0.0, mac=float(enc_macs + dec_macs)))
+    return out.value, (t, out, p), env["new_state"], stats
 
 
-def backward(p, cfg, cache, glogits):
-    """Gradients of all parameters (dict like p, in the training dtype) given dL/dlogits. Consumes the cache."""
-    t, logits, p_used = cache
-    glogits = as_array("glogits", glogits, ndim=2)
-    if glogits.shape != logits.shape:
-        raise ValueError(f"glogits must have the logits' shape {logits.shape}, got {glogits.shape}")
+def backward(p, cfg, cache, g_out):
+    """Gradients of all parameters (dict like p, in the training dtype) given dL/d(outputs). Consumes the cache."""
+    t, out, p_used = cache
+    g_out = as_array("g_out", g_out)
+    if g_out.shape != out.shape:
+        raise ValueError(f"g_out must have the outputs' shape {out.shape}, got {g_out.shape}")
     with trusted():
-        grads = t.backward(logits, glogits.astype(logits.value.dtype, copy=False))
+        grads = t.backward(out, g_out.astype(out.value.dtype, copy=False))
     # parameters the output does not depend on (the discarded post-norm of postnorm_bug) get zeros
     return {name: grads[name] if name in grads else np.zeros_like(p_used[name]) for name in declare(cfg)}
 
 
+def loss(cfg, outputs, y, mask=None):
+    """The head's training loss (see HEADS) -> (loss float, ctx for loss_vjp). mask: for "lm", the
+    valid steps (B, L) of the targets y (B, L)."""
+    if cfg["head"] == "value":
+        return ops.mse(outputs, y)
+    return ops.cross_entropy(outputs, y, mask if cfg["head"] == "lm" else None)
+
+
+def loss_vjp(cfg, ctx):
+    """dL/d(outputs) of `loss`."""
+    return ops.mse_vjp(ctx) if cfg["head"] == "value" else ops.cross_entropy_vjp(ctx)
+
+
 def loss_and_grads(p, state, cfg, x, y, mask, rng, train=True, aux=None):
-    """Cross-entropy loss, gradients, new BN state, logits and per-layer stats for one batch."""
-    logits, cache, new_state, stats = forward(p, state, cfg, x, mask, rng, train, aux)
-    loss, c_ce = ops.cross_entropy(logits, y)
-    grads = backward(p, cfg, cache, ops.cross_entropy_vjp(c_ce))
-    return loss, grads, new_state, logits, stats
+    """The head's loss, gradients, new BN state, outputs and per-layer stats for one batch."""
+    outputs, cache, new_state, stats = forward(p, state, cfg, x, mask, rng, train, aux)
+    value, ctx = loss(cfg, outputs, y, mask)
+    grads = backward(p, cfg, cache, loss_vjp(cfg, ctx))
+    return value, grads, new_state, outputs, stats
 
 
 def energy_uJ(stats):
