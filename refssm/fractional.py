@@ -8,16 +8,20 @@ Contents, one function per formula (h and dt are uniform steps, time is the last
   fractional SSM           D^α x = λ x + u per complex mode; the SSM output is y = 2 Re(C x) with B
                            folded into C, so every kernel below is the response of one mode to u.
     GL scheme              gl_recursion (O(L²) oracle), gl_kernel_recursion, gl_kernel (O(L log L)),
-                           gl_kernel_vjp, gl_solve (Caputo initial-value problem)
+                           gl_kernel_fwd / gl_kernel_vjp, gl_solve (Caputo initial-value problem)
     exact, sampled by ZOH  exact_kernel
     sums of exponentials   soe_quadrature, soe_coupled_kernel (converges to the Caputo system),
-                           soe_decoupled_kernel (LongSpike's public code) and its VJP,
-                           longspike_omega_eta (+ VJP), longspike_logits, longspike_kernel
-    one entry point        fssm_kernel(lam, alpha, dt, L, method) and fssm_kernel_vjp, fssm_gap;
+                           soe_decoupled_kernel (LongSpike's public code) with _fwd / _vjp,
+                           longspike_omega_eta (with _fwd / _vjp), longspike_logits, longspike_kernel
+    one entry point        fssm_kernel(lam, alpha, dt, L, method) with fssm_kernel_fwd / _vjp, fssm_gap;
                            for the models: fssm_conv_kernel (K = 2 Re Σ C B k, like refssm.ssm.kernel)
-                           and fssm_conv_kernel_vjp
+                           with fssm_conv_kernel_fwd / _vjp
 
-Fast paths (Numba): refssm.kernels.fractional.memory_sum and .gl_recursion, the two O(L²) sums.
+VJP convention (as everywhere in refssm): `y, ctx = f_fwd(...)`, `grads = f_vjp(ctx, g)`; the ctx holds what
+the forward computed (the kernels, their Vandermonde matrices), so a VJP never recomputes its forward.
+
+Fast paths (Numba, refssm.kernels.fractional): memory_sum and gl_recursion, the two O(L²) sums, and
+fssm_conv_kernel_fwd / _vjp (the Numba recursion for α > 1, the decoupled SOE without its Vandermonde).
 
 Conventions. D^α with 0 < α < 2 and zero history before t = 0. Riemann–Liouville (RL) and Caputo
 derivatives coincide for functions that vanish at t = 0 (0 < α ≤ 1); the GL scheme approximates RL, the
@@ -30,7 +34,7 @@ real loss with respect to a complex variable z are reported as dL/dRe z + i dL/d
 import numpy as np
 from scipy import fft, linalg, optimize, special
 
-from refssm._checks import as_array, choice, in_range, positive_int
+from refssm._checks import as_array, choice, in_range, positive_int, time_series
 from refssm.ssm import sum_to_shape
 
 
@@ -52,14 +56,6 @@ def check_step(name, h):
     if v.ndim:
         raise ValueError(f"{name} must be a scalar step: this scheme needs a uniform grid, got shape {v.shape}")
     return float(in_range(name, v, 0.0, lo_open=True))
-
-
-def check_signal(name, f):
-    """A real signal (..., L) with L >= 1."""
-    f = as_array(name, f, min_ndim=1)
-    if f.shape[-1] < 1:
-        raise ValueError(f"{name} must have at least one time step (last axis), got shape {f.shape}")
-    return f
 
 
 def check_memory(memory, L):
@@ -99,7 +95,7 @@ def memory_sum(w, f, method="direct"):
     Fast path: refssm.kernels.fractional.memory_sum (direct, Numba).
     """
     w = as_array("w", w, ndim=1)
-    f = check_signal("f", f)
+    f = time_series("f", f)
     choice("method", method, ("direct", "fft"))
     L, K = f.shape[-1], min(w.size, f.shape[-1])
     w = w[:K]
@@ -122,7 +118,7 @@ def gl_derivative(f, alpha, h, method="direct"):
     D^α t^p = Γ(p+1)/Γ(p+1−α) t^(p−α). First order: error O(h) at fixed t > 0 for smooth f.
     f (..., L) real; alpha in (0, 2); h > 0 the (uniform) step. Cost O(L²) ("direct") or O(L log L) ("fft").
     """
-    f = check_signal("f", f)
+    f = time_series("f", f)
     alpha, h = check_alpha(alpha), check_step("h", h)
     return memory_sum(gl_weights(alpha, f.shape[-1]), f, method) * h ** (-alpha)
 
@@ -134,7 +130,7 @@ def gl_integral(f, alpha, h, method="direct"):
 
     e.g. I^α t^p = Γ(p+1)/Γ(p+1+α) t^(p+α). First order, O(h). alpha in (0, 2). Cost as gl_derivative.
     """
-    f = check_signal("f", f)
+    f = time_series("f", f)
     alpha, h = check_alpha(alpha), check_step("h", h)
     return memory_sum(_binomial_series(-alpha, f.shape[-1]), f, method) * h ** alpha
 
@@ -159,7 +155,7 @@ def caputo_l1(f, alpha, h):
     derivative ignores f(0): it differs from the RL/GL one by caputo_rl_correction(f(0), α, t).
     f (..., L) real; alpha in (0, 1); h > 0. Cost O(L²) (a memory_sum of b with the increments of f).
     """
-    f = check_signal("f", f)
+    f = time_series("f", f)
     alpha, h = check_alpha(alpha, hi=1.0), check_step("h", h)
     df = np.diff(f, axis=-1, prepend=f[..., :1])             # (..., L), df_0 = 0, df_n = f_n − f_{n−1}
     return memory_sum(l1_weights(alpha, f.shape[-1]), df) * (h ** (-alpha) / special.gamma(2.0 - alpha))
@@ -350,7 +346,10 @@ def gl_recursion(w, c, r, shift=0):
     return x
 
 
-def _gl_setup(lam, alpha, dt, L, memory):
+def gl_scheme(lam, alpha, dt, L, memory=None):
+    """The checked terms of the GL scheme: (w, c, scale, L) with w = gl_weights(alpha, L) cut after w_K
+    (memory = K), c = dt^α λ, scale = dt^α; lam (...) complex, dt broadcast with lam. Shared by
+    gl_kernel_recursion, gl_kernel and the Numba recursion of refssm.kernels.fractional."""
     lam, dt, L = _mode_args(lam, dt, L)
     alpha = check_alpha(alpha)
     w = gl_weights(alpha, L)[:check_memory(memory, L) + 1]          # short memory: keep w_0..w_K
@@ -370,7 +369,7 @@ def gl_kernel_recursion(lam, alpha, dt, L, explicit=False, memory=None):
     memory = K keeps only w_0..w_K (the short-memory principle, Podlubny 1999 §7.3).
     lam (...) complex, dt broadcast with lam, alpha in (0, 2). Returns (..., L) complex. Cost O(K L) per mode.
     """
-    w, c, scale, L = _gl_setup(lam, alpha, dt, L, memory)
+    w, c, scale, L = gl_scheme(lam, alpha, dt, L, memory)
     delta = np.zeros(L)
     delta[0] = 1.0
     return gl_recursion(w, c, delta, shift=int(explicit)) * scale[..., None]
@@ -411,7 +410,7 @@ def gl_kernel(lam, alpha, dt, L, explicit=False, memory=None):
     lam (...) complex, dt broadcast with lam, alpha in (0, 2). Returns (..., L) complex.
     Cost O(L log L) per mode (about eight FFTs of length L).
     """
-    w, c, scale, L = _gl_setup(lam, alpha, dt, L, memory)
+    w, c, scale, L = gl_scheme(lam, alpha, dt, L, memory)
     return _series_reciprocal(w, c, int(explicit), L) * scale[..., None]
 
 
@@ -422,27 +421,38 @@ def _causal_square(k):
     return fft.ifft(fft.fft(k, n) ** 2, n)[..., :L]
 
 
-def gl_kernel_vjp(gk, lam, alpha, dt, L, explicit=False, memory=None):
-    """VJP of the GL kernel (gl_kernel, gl_kernel_recursion; fssm_kernel "gl", "gl_explicit") with respect
-    to lam and dt.
+def gl_context(k, lam, alpha, dt, explicit=False):
+    """The ctx of gl_kernel_vjp for a GL kernel k (..., L) of (lam, alpha, dt), however it was computed
+    (gl_kernel, gl_kernel_recursion or a fast path): the VJP needs the kernel, not how it was found."""
+    return dict(k=k, lam=np.asarray(lam, dtype=np.complex128), alpha=float(alpha),
+                dt=np.asarray(dt, dtype=np.float64), explicit=bool(explicit))
+
+
+def gl_kernel_fwd(lam, alpha, dt, L, explicit=False, memory=None):
+    """gl_kernel and the ctx of gl_kernel_vjp: -> (k (..., L) complex, ctx)."""
+    k = gl_kernel(lam, alpha, dt, L, explicit, memory)
+    return k, gl_context(k, lam, alpha, dt, explicit)
+
+
+def gl_kernel_vjp(ctx, gk):
+    """VJP of the GL kernel (gl_kernel_fwd; fssm_kernel_fwd "gl", "gl_explicit") with respect to lam and dt.
 
     With P(z) = W(z) − c z^s, c = dt^α λ and k = dt^α / P:
         ∂k/∂λ  = dt^α · dt^α z^s / P² = z^s (k * k)
         ∂k/∂dt = (α/dt) (k + λ z^s (k * k))
-    (k * k: causal self-convolution). k is holomorphic in λ, so with gk = dL/dRe k + i dL/dIm k:
+    (k * k: causal self-convolution of the forward's k, from the ctx). k is holomorphic in λ, so with
+    gk = dL/dRe k + i dL/dIm k:
         g_lam = Σ_n conj(∂k_n/∂λ) gk_n,     g_dt = Σ_n Re(conj(gk_n) ∂k_n/∂dt)  (summed to dt's shape).
     gk (..., L) complex. Returns (g_lam, g_dt). Cost O(L log L) per mode.
     """
-    k = fssm_kernel(lam, alpha, dt, L, "gl_explicit" if explicit else "gl", memory=memory)
-    lam = np.asarray(lam, dtype=np.complex128)
-    dt_shape = np.shape(dt)
+    k, lam, dt = ctx["k"], ctx["lam"], ctx["dt"]
     gk = as_array("gk", gk, dtype=np.complex128)
     dk_dlam = _causal_square(k)                                    # (..., L)
-    if explicit:
+    if ctx["explicit"]:
         dk_dlam = np.concatenate([np.zeros_like(dk_dlam[..., :1]), dk_dlam[..., :-1]], axis=-1)
-    dk_ddt = (float(alpha) / np.asarray(dt, dtype=float))[..., None] * (k + lam[..., None] * dk_dlam)
+    dk_ddt = (ctx["alpha"] / dt)[..., None] * (k + lam[..., None] * dk_dlam)
     g_lam = sum_to_shape((np.conj(dk_dlam) * gk).sum(axis=-1), lam.shape)
-    g_dt = sum_to_shape((np.conj(gk) * dk_ddt).real.sum(axis=-1), dt_shape)
+    g_dt = sum_to_shape((np.conj(gk) * dk_ddt).real.sum(axis=-1), dt.shape)
     return g_lam, g_dt
 
 
@@ -576,7 +586,16 @@ def _decoupled_terms(lam, dt, omega, eta):
     return a, dt, small, b
 
 
-def soe_decoupled_kernel(lam, dt, L, omega, eta):
+def soe_decoupled_prepare(lam, dt, L, omega, eta):
+    """The checked inputs of soe_decoupled_kernel_fwd and its terms a, b (_decoupled_terms): its ctx without
+    the Vandermonde matrix, shared with the Numba fast path. dict(lam, dt_shape, omega, eta, a,
+    dt (..., 1), small, b, L)."""
+    lam, dt_in, L, omega, eta = _soe_args(lam, dt, L, omega, eta)
+    a, dt, small, b = _decoupled_terms(lam, dt_in, omega, eta)
+    return dict(lam=lam, dt_shape=np.shape(dt_in), omega=omega, eta=eta, a=a, dt=dt, small=small, b=b, L=L)
+
+
+def soe_decoupled_kernel_fwd(lam, dt, L, omega, eta):
     """LongSpike's kernel (public code, reference notes longspike §2.2), per mode, B = C = 1:
 
         k[ℓ] = Σ_m η_m b_m e^{a_m dt ℓ},   a_m = η_m λ − ω_m,   b_m = (e^{a_m dt} − 1)/a_m  (= dt if |a_m| < 1e-6)
@@ -585,38 +604,49 @@ def soe_decoupled_kernel(lam, dt, L, omega, eta):
     (A_frac = −ω_m + η_m A, C_frac = η_m C). It drops the cross-branch coupling of soe_coupled_kernel,
     so it equals the Caputo system only as λ → 0; with SOE weights of k_α it does not converge to it.
     lam (...) complex; dt, omega (..., M), eta (..., M) broadcast with lam (LongSpike: (M,) per layer).
-    Returns (..., L) complex. Cost O(M L) per mode.
+    Returns (k (..., L) complex, ctx for soe_decoupled_kernel_vjp). Cost O(M L) per mode.
     """
-    lam, dt, L, omega, eta = _soe_args(lam, dt, L, omega, eta)
-    a, dt, _, b = _decoupled_terms(lam, dt, omega, eta)
-    V = np.exp((a * dt)[..., None] * np.arange(L))                  # (..., M, L) Vandermonde
-    return np.einsum("...m,...ml->...l", eta * b, V)
+    ctx = soe_decoupled_prepare(lam, dt, L, omega, eta)
+    a, dt, b = ctx["a"], ctx["dt"], ctx["b"]
+    ctx["V"] = V = np.exp((a * dt)[..., None] * np.arange(ctx["L"]))  # (..., M, L) Vandermonde
+    return np.einsum("...m,...ml->...l", ctx["eta"] * b, V), ctx
 
 
-def soe_decoupled_kernel_vjp(gk, lam, dt, L, omega, eta):
-    """VJP of soe_decoupled_kernel with respect to lam, dt, omega and eta (its learned parameters,
-    besides the SSM's own; LongSpike learns ω, η through longspike_omega_eta).
+def soe_decoupled_kernel(lam, dt, L, omega, eta):
+    """k of soe_decoupled_kernel_fwd, without its ctx."""
+    return soe_decoupled_kernel_fwd(lam, dt, L, omega, eta)[0]
 
-    With V_ℓ = e^{a dt ℓ}: ∂k/∂a_m = η_m (∂b/∂a + b dt ℓ) V_ℓ, ∂k/∂dt = Σ_m η_m (∂b/∂dt + b a ℓ) V_ℓ,
-    ∂k/∂η_m|_a = b_m V_ℓ, a = η λ − ω, where ∂b/∂a = (dt e^{a dt} − b)/a and ∂b/∂dt = e^{a dt}, or 0 and 1
-    where |a| < 1e-6 (b = dt there, as in the code). With G_a = Σ_ℓ conj(∂k_ℓ/∂a) gk_ℓ (holomorphic chain rule):
-        g_lam = Σ_m η_m G_a,m,   g_omega = −Re G_a,   g_eta = Re(conj(G_a) λ) + Re Σ_ℓ conj(gk_ℓ) b V_ℓ
-    each summed to its input's shape. gk (..., L) complex. Returns (g_lam, g_dt, g_omega, g_eta).
-    Cost O(M L) per mode.
+
+def soe_decoupled_kernel_vjp(ctx, gk):
+    """VJP of soe_decoupled_kernel_fwd with respect to lam, dt, omega and eta (its learned parameters,
+    besides the SSM's own; LongSpike learns ω, η through longspike_omega_eta): the two power sums of
+    conj(gk) over the forward's Vandermonde matrix, then soe_decoupled_grads.
+    gk (..., L) complex. Returns (g_lam, g_dt, g_omega, g_eta). Cost O(M L) per mode.
     """
-    lam, dt_in, L, omega, eta = _soe_args(lam, dt, L, omega, eta)
     gk = as_array("gk", gk, dtype=np.complex128)
-    a, dt, small, b = _decoupled_terms(lam, dt_in, omega, eta)
-    ell = np.arange(L)
-    V = np.exp((a * dt)[..., None] * ell)                           # (..., M, L)
+    V = ctx["V"]
     gV = np.einsum("...l,...ml->...m", np.conj(gk), V)               # Σ_ℓ conj(gk) V
-    glV = np.einsum("...l,...ml->...m", np.conj(gk), V * ell)        # Σ_ℓ conj(gk) ℓ V
+    glV = np.einsum("...l,...ml->...m", np.conj(gk) * np.arange(V.shape[-1]), V)   # Σ_ℓ conj(gk) ℓ V
+    return soe_decoupled_grads(ctx, gV, glV)
+
+
+def soe_decoupled_grads(ctx, gV, glV):
+    """The chain rule of soe_decoupled_kernel_vjp, given gV = Σ_ℓ conj(gk_ℓ) V_ℓ and glV = Σ_ℓ conj(gk_ℓ) ℓ V_ℓ
+    (..., M), V_ℓ = e^{a dt ℓ} (the Numba fast path computes them without V, and shares this).
+
+    ∂k/∂a_m = η_m (∂b/∂a + b dt ℓ) V_ℓ, ∂k/∂dt = Σ_m η_m (∂b/∂dt + b a ℓ) V_ℓ,
+    ∂k/∂η_m|_a = b_m V_ℓ, a = η λ − ω, where ∂b/∂a = (dt e^{a dt} − b)/a and ∂b/∂dt = e^{a dt}, or 0 and 1
+    where |a| < 1e-6 (b = dt there, as in the code). With G_a = Σ_ℓ conj(∂k/∂a) gk_ℓ (holomorphic chain rule):
+        g_lam = Σ_m η_m G_a,m,   g_omega = −Re G_a,   g_eta = Re(conj(G_a) λ) + Re Σ_ℓ conj(gk_ℓ) b V_ℓ
+    each summed to its input's shape. Returns (g_lam, g_dt, g_omega, g_eta).
+    """
+    lam, eta, a, dt, small, b = (ctx[k] for k in ("lam", "eta", "a", "dt", "small", "b"))
     db_da = np.where(small, 0.0, (dt * np.exp(a * dt) - b) / np.where(small, 1.0, a))
     db_ddt = np.where(small, 1.0, np.exp(a * dt))
     G_a = np.conj(eta * (db_da * gV + b * dt * glV))                 # Σ_ℓ conj(∂k/∂a) gk
     g_lam = sum_to_shape((eta * G_a).sum(axis=-1), lam.shape)
-    g_dt = sum_to_shape((eta * (db_ddt * gV + b * a * glV)).real.sum(axis=-1), dt_in.shape)
-    g_omega = sum_to_shape(-G_a.real, omega.shape)
+    g_dt = sum_to_shape((eta * (db_ddt * gV + b * a * glV)).real.sum(axis=-1), ctx["dt_shape"])
+    g_omega = sum_to_shape(-G_a.real, ctx["omega"].shape)
     g_eta = sum_to_shape((np.conj(G_a) * lam[..., None]).real + (b * gV).real, eta.shape)
     return g_lam, g_dt, g_omega, g_eta
 
@@ -626,18 +656,26 @@ OMEGA_BOUNDS = (1e-6, 100.0)
 ETA_BOUNDS = (1e-6, 10.0)
 
 
-def longspike_omega_eta(omega_logit, eta_logit):
+def longspike_omega_eta_fwd(omega_logit, eta_logit):
     """ω = ω_min + (ω_max − ω_min) σ(ω_logit), η = η_min + (η_max − η_min) σ(η_logit), with
-    (ω_min, ω_max) = (1e-6, 100) and (η_min, η_max) = (1e-6, 10). Logits (M,). Returns (omega, eta)."""
+    (ω_min, ω_max) = (1e-6, 100) and (η_min, η_max) = (1e-6, 10). Logits (M,), float64.
+    Returns ((omega, eta), ctx for longspike_omega_eta_vjp: the two sigmoids)."""
     (olo, ohi), (elo, ehi) = OMEGA_BOUNDS, ETA_BOUNDS
-    omega_logit, eta_logit = as_array("omega_logit", omega_logit), as_array("eta_logit", eta_logit)
-    return olo + (ohi - olo) * special.expit(omega_logit), elo + (ehi - elo) * special.expit(eta_logit)
+    so = special.expit(np.asarray(as_array("omega_logit", omega_logit), dtype=np.float64))
+    se = special.expit(np.asarray(as_array("eta_logit", eta_logit), dtype=np.float64))
+    return (olo + (ohi - olo) * so, elo + (ehi - elo) * se), (so, se)
 
 
-def longspike_omega_eta_vjp(g_omega, g_eta, omega_logit, eta_logit):
-    """VJP of longspike_omega_eta: dω/dℓ = (ω_max − ω_min) σ(ℓ)(1 − σ(ℓ)), likewise for η."""
+def longspike_omega_eta(omega_logit, eta_logit):
+    """(omega, eta) of longspike_omega_eta_fwd, without its ctx."""
+    return longspike_omega_eta_fwd(omega_logit, eta_logit)[0]
+
+
+def longspike_omega_eta_vjp(ctx, g):
+    """VJP of longspike_omega_eta_fwd: g = (g_omega, g_eta) -> (g_omega_logit, g_eta_logit), with
+    dω/dℓ = (ω_max − ω_min) σ(ℓ)(1 − σ(ℓ)), likewise for η."""
     (olo, ohi), (elo, ehi) = OMEGA_BOUNDS, ETA_BOUNDS
-    so, se = special.expit(np.asarray(omega_logit, float)), special.expit(np.asarray(eta_logit, float))
+    (so, se), (g_omega, g_eta) = ctx, g
     return g_omega * (ohi - olo) * so * (1.0 - so), g_eta * (ehi - elo) * se * (1.0 - se)
 
 
@@ -672,10 +710,23 @@ def longspike_kernel(A, C, dt, omega, eta, L):
 FSSM_METHODS = ("gl", "gl_explicit", "exact", "soe_coupled", "soe_decoupled")
 
 
-def fssm_kernel(lam, alpha, dt, L, method="gl", *, memory=None, M=None, omega=None, eta=None):
+def fssm_check_options(method, memory=None, M=None, omega=None, eta=None):
+    """The checks of fssm_kernel's method and its options (shared with the Numba fast path)."""
+    choice("method", method, FSSM_METHODS)
+    soe = method.startswith("soe")
+    if memory is not None and not method.startswith("gl"):
+        raise ValueError(f"memory applies to the methods 'gl' and 'gl_explicit', not {method!r}")
+    if not soe and (M, omega, eta) != (None, None, None):
+        raise ValueError(f"M, omega and eta apply to the SOE methods, not {method!r}")
+    if soe and ((omega is None) != (eta is None) or (omega is None) == (M is None)):
+        raise ValueError("the SOE methods need either M (quadrature weights) or both omega and eta")
+    return method
+
+
+def fssm_kernel_fwd(lam, alpha, dt, L, method="gl", *, memory=None, M=None, omega=None, eta=None):
     """Kernel k (..., L) of the fractional diagonal SSM D^α x = λ x + u (one complex mode, B = C = 1),
-    for lam (...) complex and dt broadcast with lam (e.g. (H, N/2) and (H, 1)). The SSM output is
-    y = 2 Re Σ_n C_n B_n (k_n * u).
+    for lam (...) complex and dt broadcast with lam (e.g. (H, N/2) and (H, 1)), and the ctx of
+    fssm_kernel_vjp. The SSM output is y = 2 Re Σ_n C_n B_n (k_n * u).
 
     method
       "gl"            implicit GL scheme (gl_kernel, O(L log L); gl_kernel_recursion, O(L²), for α > 1);
@@ -688,21 +739,20 @@ def fssm_kernel(lam, alpha, dt, L, method="gl", *, memory=None, M=None, omega=No
     direct term of soe_quadrature(alpha, M, L) scaled to each dt; or give omega, eta (..., M) in absolute
     time units instead (e.g. LongSpike's learned values, for which alpha is unused).
     alpha in (0, 2) for the GL methods and "exact", in (0, 1) for the SOE ones.
+    A VJP exists for "gl", "gl_explicit" and "soe_decoupled" with omega and eta (see fssm_kernel_vjp).
     """
-    choice("method", method, FSSM_METHODS)
-    soe = method.startswith("soe")
-    if memory is not None and not method.startswith("gl"):
-        raise ValueError(f"memory applies to the methods 'gl' and 'gl_explicit', not {method!r}")
-    if not soe and (M, omega, eta) != (None, None, None):
-        raise ValueError(f"M, omega and eta apply to the SOE methods, not {method!r}")
+    fssm_check_options(method, memory, M, omega, eta)
     if method in ("gl", "gl_explicit"):
         # Newton's inversion is accurate where the kernel decays (α <= 1); above, the O(L²) recursion
         kernel = gl_kernel if check_alpha(alpha) <= 1.0 else gl_kernel_recursion
-        return kernel(lam, alpha, dt, L, explicit=method == "gl_explicit", memory=memory)
+        explicit = method == "gl_explicit"
+        k = kernel(lam, alpha, dt, L, explicit=explicit, memory=memory)
+        return k, dict(method=method, gl=gl_context(k, lam, alpha, dt, explicit))
     if method == "exact":
-        return exact_kernel(lam, alpha, dt, L)
-    if (omega is None) != (eta is None) or (omega is None) == (M is None):
-        raise ValueError("the SOE methods need either M (quadrature weights) or both omega and eta")
+        return exact_kernel(lam, alpha, dt, L), dict(method=method)
+    if omega is not None and method == "soe_decoupled":
+        k, ctx = soe_decoupled_kernel_fwd(lam, dt, L, omega, eta)
+        return k, dict(method=method, soe=ctx)
     d0 = 0.0
     if omega is None:
         alpha = check_alpha(alpha, hi=1.0)
@@ -711,10 +761,15 @@ def fssm_kernel(lam, alpha, dt, L, method="gl", *, memory=None, M=None, omega=No
         omega, eta = unit_omega / dt[..., None], unit_eta * dt[..., None] ** (alpha - 1.0)
         d0 = unit_d0 * dt ** alpha
     if method == "soe_coupled":
-        return soe_coupled_kernel(lam, dt, L, omega, eta, d0)
+        return soe_coupled_kernel(lam, dt, L, omega, eta, d0), dict(method=method)
     k = soe_decoupled_kernel(lam, dt, L, omega, eta)
     k[..., 0] += d0       # the lumped fastest nodes: a decoupled branch with ω -> ∞ passes (η/ω) u through
-    return k
+    return k, dict(method=method)
+
+
+def fssm_kernel(lam, alpha, dt, L, method="gl", *, memory=None, M=None, omega=None, eta=None):
+    """k (..., L) complex of fssm_kernel_fwd (see there for the methods and options), without its ctx."""
+    return fssm_kernel_fwd(lam, alpha, dt, L, method, memory=memory, M=M, omega=omega, eta=eta)[0]
 
 
 def fssm_gap(lam, alpha, dt, L, method, reference="exact", **kwargs):
@@ -726,51 +781,86 @@ def fssm_gap(lam, alpha, dt, L, method, reference="exact", **kwargs):
     return np.linalg.norm(k - k_ref, axis=-1) / np.linalg.norm(k_ref, axis=-1)
 
 
-def fssm_kernel_vjp(gk, lam, alpha, dt, L, method="gl", *, memory=None, omega=None, eta=None):
-    """VJP of fssm_kernel for the methods with a hand-written backward, gk = dL/dRe k + i dL/dIm k:
+def fssm_kernel_vjp(ctx, gk):
+    """VJP of fssm_kernel_fwd for the methods with a hand-written backward, gk = dL/dRe k + i dL/dIm k:
       "gl", "gl_explicit"   -> (g_lam, g_dt)                      (gl_kernel_vjp)
       "soe_decoupled" with omega, eta given (LongSpike's learned form)
                             -> (g_lam, g_dt, g_omega, g_eta)      (soe_decoupled_kernel_vjp)
+    Other methods (and "soe_decoupled" with quadrature weights M) raise ValueError.
     Cost O(L log L) and O(M L) per mode.
     """
-    choice("method", method, ("gl", "gl_explicit", "soe_decoupled"))
-    if method == "soe_decoupled":
-        if omega is None or eta is None or memory is not None:
-            raise ValueError("the 'soe_decoupled' VJP needs omega and eta (and no memory)")
-        return soe_decoupled_kernel_vjp(gk, lam, dt, L, omega, eta)
-    if (omega, eta) != (None, None):
-        raise ValueError(f"omega and eta apply to the SOE methods, not {method!r}")
-    return gl_kernel_vjp(gk, lam, alpha, dt, L, explicit=method == "gl_explicit", memory=memory)
+    if "gl" in ctx:
+        return gl_kernel_vjp(ctx["gl"], gk)
+    if "soe" in ctx:
+        return soe_decoupled_kernel_vjp(ctx["soe"], gk)
+    raise ValueError(f"method {ctx['method']!r} has no VJP: the VJP exists for 'gl', 'gl_explicit' and "
+                     f"'soe_decoupled' with omega and eta given")
+
+
+def fssm_conv_kernel_prepare(A, B, C, dt, L):
+    """The checked inputs of fssm_conv_kernel_fwd, cast to complex128 (dt to float64) whatever their dtype,
+    and W = C B: the part of the ctx shared by the oracle and its fast path (refssm.kernels.fractional).
+    Returns dict(A, B, C, W, dt (H, 1), dt_shape, L, K_shape)."""
+    L = positive_int("L", L)
+    A, B, C = (np.asarray(as_array(name, x, dtype=np.complex128), dtype=np.complex128)
+               for name, x in (("A", A), ("B", B), ("C", C)))
+    dt_shape = np.shape(dt)
+    dt = np.asarray(as_array("dt", dt), dtype=np.float64).reshape(-1, 1)       # (H, 1)
+    W = C * B
+    K_shape = np.broadcast_shapes(W.shape, A.shape, dt.shape)[:-1] + (L,)
+    return dict(A=A, B=B, C=C, W=W, dt=dt, dt_shape=dt_shape, L=L, K_shape=K_shape)
+
+
+def fssm_conv_kernel_from_modes(ctx, k, modes):
+    """K = 2 Re Σ_n W_n k_n from the per-mode kernels k (H, N/2, L) and their fssm_kernel_fwd ctx `modes`;
+    both are kept in ctx for fssm_conv_kernel_vjp. Returns (K, ctx)."""
+    ctx.update(k=k, modes=modes)
+    return 2.0 * np.einsum("...n,...nl->...l", ctx["W"], k).real, ctx
+
+
+def fssm_conv_kernel_fwd(A, B, C, dt, L, alpha, method="gl", **kwargs):
+    """The layer kernel K[h, l] = 2 Re Σ_n C[h,n] B[h,n] k[h,n,l] of a fractional diagonal SSM, with
+    k = fssm_kernel(A, alpha, dt[:, None], L, method, **kwargs): the fractional counterpart of
+    refssm.ssm.kernel_fwd. A, B (H or 1, N/2) complex, C (H, N/2) complex, dt (H,). Computed in complex128
+    whatever the parameters' dtype. Returns (K (H, L) float64, ctx for fssm_conv_kernel_vjp), the ctx
+    holding the per-mode kernels k (H, N/2, L) and their own ctx.
+    Fast path: refssm.kernels.fractional.fssm_conv_kernel_fwd (registered as "fssm_kernel").
+    """
+    ctx = fssm_conv_kernel_prepare(A, B, C, dt, L)
+    k, modes = fssm_kernel_fwd(ctx["A"], alpha, ctx["dt"], ctx["L"], method, **kwargs)   # (H, N/2, L)
+    return fssm_conv_kernel_from_modes(ctx, k, modes)
 
 
 def fssm_conv_kernel(A, B, C, dt, L, alpha, method="gl", **kwargs):
-    """The layer kernel K[h, l] = 2 Re Σ_n C[h,n] B[h,n] k[h,n,l] of a fractional diagonal SSM, with
-    k = fssm_kernel(A, alpha, dt[:, None], L, method, **kwargs): the fractional counterpart of
-    refssm.ssm.kernel. A, B (H or 1, N/2) complex, C (H, N/2) complex, dt (H,). Returns K (H, L) real.
-    """
-    C = as_array("C", C, dtype=np.complex128)
-    B = as_array("B", B, dtype=np.complex128)
-    dt = as_array("dt", dt).reshape(-1, 1)                                      # (H, 1)
-    k = fssm_kernel(A, alpha, dt, L, method, **kwargs)                          # (H, N/2, L)
-    return 2.0 * np.einsum("...n,...nl->...l", C * B, k).real
+    """K (H, L) float64 of fssm_conv_kernel_fwd, without its ctx."""
+    return fssm_conv_kernel_fwd(A, B, C, dt, L, alpha, method, **kwargs)[0]
 
 
-def fssm_conv_kernel_vjp(gK, A, B, C, dt, L, alpha, method="gl", **kwargs):
-    """VJP of fssm_conv_kernel for upstream gK (H, L) real: (gA, gB, gC, gdt), each of its input's shape,
+def fssm_conv_kernel_cotangent(ctx, gK):
+    """gK = dL/dK checked against the kernel's shape, as float64."""
+    gK = np.asarray(as_array("gK", gK), dtype=np.float64)
+    if gK.shape != ctx["K_shape"]:
+        raise ValueError(f"gK must have the kernel's shape {ctx['K_shape']}, got {gK.shape}")
+    return gK
+
+
+def fssm_conv_kernel_vjp(ctx, gK):
+    """VJP of fssm_conv_kernel_fwd for upstream gK (H, L) real: (gA, gB, gC, gdt), each of its input's shape,
     followed by (g_omega, g_eta) for "soe_decoupled". With W = C B, K = 2 Re Σ_n W_n k_n:
-        gk = 2 gK conj(W),   gW = 2 Σ_l gK_l conj(k_l),   gC = gW conj(B),   gB = gW conj(C)
-    and (gA, gdt, ...) from fssm_kernel_vjp. Cost: that of fssm_kernel plus its VJP.
+        gk = 2 gK conj(W),   gW = 2 Σ_l gK_l conj(k_l)
+    then fssm_kernel_vjp (the modes) and fssm_conv_kernel_grads (the rest of the chain rule).
+    Cost: that of fssm_kernel_vjp; the forward's k is reused.
     """
-    C = as_array("C", C, dtype=np.complex128)
-    B = as_array("B", B, dtype=np.complex128)
-    gK = as_array("gK", gK)
-    dt_shape = np.shape(dt)
-    dt = as_array("dt", dt).reshape(-1, 1)                                      # (H, 1)
-    k = fssm_kernel(A, alpha, dt, L, method, **kwargs)                          # (H, N/2, L)
-    W = C * B
-    gW = 2.0 * np.einsum("...l,...nl->...n", gK, np.conj(k))
-    g_lam, g_dt, *g_soe = fssm_kernel_vjp(2.0 * gK[..., None, :] * np.conj(W)[..., None], A, alpha, dt, L,
-                                          method, **kwargs)
-    return (sum_to_shape(g_lam, np.shape(A)), sum_to_shape(gW * np.conj(C), B.shape),
-            sum_to_shape(gW * np.conj(B), C.shape), g_dt.reshape(dt_shape), *g_soe)
+    gK = fssm_conv_kernel_cotangent(ctx, gK)
+    gW = 2.0 * np.einsum("...l,...nl->...n", gK, np.conj(ctx["k"]))
+    modes = fssm_kernel_vjp(ctx["modes"], 2.0 * gK[..., None, :] * np.conj(ctx["W"])[..., None])
+    return fssm_conv_kernel_grads(ctx, gW, modes)
 
+
+def fssm_conv_kernel_grads(ctx, gW, mode_grads):
+    """The chain rule of fssm_conv_kernel_vjp after the modes (shared with the fast path): gW = dL/dW and
+    mode_grads = (g_lam, g_dt, *g_soe) of the per-mode kernels -> (gA, gB, gC, gdt, *g_soe) with
+    gC = gW conj(B), gB = gW conj(C), each summed to its input's shape."""
+    g_lam, g_dt, *g_soe = mode_grads
+    return (sum_to_shape(g_lam, ctx["A"].shape), sum_to_shape(gW * np.conj(ctx["C"]), ctx["B"].shape),
+            sum_to_shape(gW * np.conj(ctx["B"]), ctx["C"].shape), g_dt.reshape(ctx["dt_shape"]), *g_soe)

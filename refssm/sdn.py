@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from refssm import neurons, surrogate
-from refssm._checks import as_array, in_range, positive_int
+from refssm._checks import as_array, in_range, positive_int, time_series
 from refssm._io import write_npz_atomic
 from refssm.optim import adamw_init, adamw_step, cosine_schedule
 
@@ -118,16 +118,14 @@ def save(path, params):
 # --------------------------------------------------------------------------------------------------
 
 def _check_y(y):
-    y = as_array("y", y, min_ndim=1)
-    if y.shape[-1] < 1:
-        raise ValueError(f"y must have length L >= 1 along its last (time) axis, got shape {y.shape}")
-    return y
+    """y (..., L), L >= 1, kept in float32 if it is a float32 array, else float64."""
+    return time_series("y", y, np.float32 if getattr(y, "dtype", None) == np.float32 else np.float64)
 
 
 def _lags(y):
     """x[..., j, t] = y[..., t - 8 + j], zero before the start: (..., L) -> (..., 8, L)."""
     L = y.shape[-1]
-    ypad = np.concatenate([np.zeros(y.shape[:-1] + (K,)), y], axis=-1)     # (..., 8 + L); ypad[s+8] = y[s]
+    ypad = np.concatenate([np.zeros_like(y, shape=y.shape[:-1] + (K,)), y], axis=-1)   # ypad[s+8] = y[s]
     idx = np.arange(K)[:, None] + np.arange(L)[None, :]                      # (8, L): ypad index t + j
     return ypad[..., idx]                                                    # (..., 8, L)
 
@@ -135,7 +133,7 @@ def _lags(y):
 def _unlags(gx):
     """Adjoint of _lags: gy[..., s] = sum_j gx[..., j, s + 8 - j] over valid t = s + 8 - j < L."""
     L = gx.shape[-1]
-    gpad = np.zeros(gx.shape[:-2] + (K + L,))
+    gpad = np.zeros_like(gx, shape=gx.shape[:-2] + (K + L,))
     for j in range(K):                                                       # 8 taps
         gpad[..., j:j + L] += gx[..., j, :]
     return gpad[..., K:]
@@ -144,10 +142,11 @@ def _unlags(gx):
 def forward(y, params):
     """m_hat = SDN(y): y (..., L) -> (..., L), the predicted tau u_{t-1}; see the module doc.
 
-    Returns (m_hat, ctx); ctx holds what `forward_vjp` needs.
+    Returns (m_hat, ctx); ctx holds what `forward_vjp` needs. Computed in y's dtype: float32 y (the
+    parameters cast to float32) gives float32 m_hat; anything else float64.
     """
-    p = check_params(params)
     y = _check_y(y)
+    p = {k: v.astype(y.dtype, copy=False) for k, v in check_params(params).items()}
     x = _lags(y)                                             # (..., 8, L)   x[j, t] = y[t-8+j]
     a1 = p["W1"] @ x + p["b1"][:, None]                      # (..., 8, L)   conv1: sum_j W1[c, j] x[j, t]
     h = np.maximum(a1, 0.0)                                  # (..., 8, L)
@@ -158,9 +157,10 @@ def forward(y, params):
 
 
 def forward_vjp(ctx, gm):
-    """gm = dL/dm_hat (..., L) -> (grads, gy): grads a dict like params, gy = dL/dy (..., L)."""
+    """gm = dL/dm_hat (..., L) -> (gy, grads): gy = dL/dy (..., L) and grads a dict like params (input
+    gradient first, like every VJP in refssm)."""
     p, x, a1, h, a2, h2 = ctx
-    gm = as_array("gm", gm)
+    gm = as_array("gm", gm).astype(h2.dtype, copy=False)
     out_shape = h2.shape[:-2] + h2.shape[-1:]
     if gm.shape != out_shape:
         raise ValueError(f"gm must have the output's shape {out_shape}, got {gm.shape}")
@@ -177,7 +177,7 @@ def forward_vjp(ctx, gm):
     g["W1"] = (ga1 @ x.transpose(0, 2, 1)).sum(axis=0)       # (8, 8)      sum_{n,t} ga1[c] x[j]
     g["b1"] = ga1.sum(axis=(0, 2))                           # (8,)
     gy = _unlags(p["W1"].T @ ga1)                            # (N, L)      adjoint of the lag matrix
-    return {k: g[k] for k in SHAPES}, gy.reshape(out_shape)
+    return gy.reshape(out_shape), {k: g[k] for k in SHAPES}
 
 
 def predict(y, params):
@@ -193,19 +193,14 @@ def sdn_spikes(y, params, fire_at_equality=True):
     """Parallel LIF spikes via the SDN (v_th = 1): y (..., L) -> (s, z), both (..., L).
 
     z = m_hat + y - 1 with m_hat = SDN(y) treated as a constant; s = H(z). The caller applies the
-    surrogate at z: ds/dy = g(z), the only gradient path (reference notes A2.1, A4); see sdn_spikes_vjp.
+    surrogate at z: ds/dy = g(z), the only gradient path (reference notes A2.1, A4; refssm.spiking.sdn_lif
+    is the differentiable operation). s and z keep y's dtype (float32 stays float32).
     """
     y = _check_y(y)
-    z = predict(y, params) + y - 1.0
-    return surrogate.heaviside(z, fire_at_equality), z
-
-
-def sdn_spikes_vjp(z, gs, name="triangle", **surrogate_params):
-    """dL/dy = gs * g(z), g the surrogate derivative (SpikingSSM: triangle, width 1)."""
-    z, gs = as_array("z", z), as_array("gs", gs)
-    if gs.shape != z.shape:
-        raise ValueError(f"gs must have the shape of z {z.shape}, got {gs.shape}")
-    return gs * surrogate.get(name, **surrogate_params).grad(z)
+    z = predict(y, params)
+    z += y
+    z -= 1.0
+    return surrogate.heaviside(z, fire_at_equality).astype(z.dtype, copy=False), z
 
 
 # --------------------------------------------------------------------------------------------------
@@ -246,7 +241,7 @@ def loss_and_grads(params, y, target):
     """SmoothL1(SDN(y), target) and its gradient w.r.t. every parameter: -> (loss, grads)."""
     m, ctx = forward(y, params)
     loss, gm = smooth_l1(m, as_array("target", target))
-    return loss, forward_vjp(ctx, gm)[0]
+    return loss, forward_vjp(ctx, gm)[1]
 
 
 def spike_accuracy(params, tau, y):

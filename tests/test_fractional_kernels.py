@@ -1,13 +1,16 @@
 """Numba fast paths (refssm.kernels.fractional) against their numpy oracles (refssm.fractional),
 on hypothesis-drawn shapes and values. The fast sums are reassociated, so agreement is to rounding:
-1e-12 relative to the sum of the magnitudes of the terms."""
+1e-12 relative to the sum of the magnitudes of the terms; the layer kernel and its VJP (registered as
+"fssm_kernel") to 1e-10 relative to the largest entry, for every method the models use."""
+
+import tracemalloc
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 from scipy import special
 
-from refssm import fractional as F
+from refssm import _checks, backend, fractional as F
 from refssm.kernels import fractional as KF
 
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -64,3 +67,100 @@ def test_fast_paths_serve_the_public_schemes():
 def test_fast_path_bad_input(call):
     with pytest.raises(ValueError):
         call()
+
+
+# ----------------------------------------------------------------------------------------------------
+# the layer kernel fssm_conv_kernel_fwd / _vjp
+
+
+def _assert_close(got, want, rtol=1e-10):
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max(initial=0))
+
+
+def _layer(rng, H, N2, shared, strided):
+    draw = lambda *shape: rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    A = -rng.uniform(0.05, 2, (1 if shared else H, 2 * N2)) + 1j * rng.uniform(-4, 4, (1 if shared else H, 2 * N2))
+    B, C = 1 + 0.2 * draw(H, 2 * N2), draw(H, 2 * N2)
+    dt = rng.uniform(0.01, 0.3, 2 * H)
+    if strided:                                                                 # views with stride 2
+        return A[:, ::2], B[:, ::2], C[:, ::2], dt[::2]
+    return A[:, :N2].copy(), B[:, :N2].copy(), C[:, :N2].copy(), dt[:H].copy()
+
+
+@settings(max_examples=40, deadline=None)
+@given(H=st.integers(1, 3), N2=st.integers(1, 5), L=st.one_of(st.just(1), st.integers(1, 150)),
+       method=st.sampled_from(["gl", "gl_explicit", "soe_decoupled"]), alpha=st.floats(0.1, 1.9),
+       memory=st.sampled_from([None, 3]), M=st.integers(1, 4), shared=st.booleans(), strided=st.booleans(),
+       seed=st.integers(0, 2 ** 31))
+def test_conv_kernel_matches_oracle(H, N2, L, method, alpha, memory, M, shared, strided, seed):
+    rng = np.random.default_rng(seed)
+    A, B, C, dt = _layer(rng, H, N2, shared, strided)
+    if method == "soe_decoupled":
+        alpha, kw = min(alpha, 0.9), dict(omega=rng.uniform(0.01, 2.0, M), eta=rng.uniform(0.1, 3.0, M))
+    else:
+        kw = dict(memory=memory)
+    gK = rng.standard_normal((2 * L, H)).T[:, ::2]                              # non-contiguous cotangent
+    K, ctx = F.fssm_conv_kernel_fwd(A, B, C, dt, L, alpha, method, **kw)
+    # The GL VJP squares k by FFT, accurate to ~1e-16 max|k|^2 on every coefficient: where the explicit
+    # scheme runs beyond its stability limit (dt^α |λ| not small) and k grows exponentially (here up to
+    # 1e7-fold), the oracle's own gradients are good to ~1e-9 only, and a reassociated recursion (k equal
+    # to 4e-15 relative per entry) cannot agree with it more closely. Stable kernels (growth at most
+    # n^(α-1) <= 100 here) are compared.
+    assume(np.all(np.abs(ctx["k"]).max(axis=-1) <= 1e3 * np.abs(ctx["k"][..., 0])))
+    K_fast, ctx_fast = KF.fssm_conv_kernel_fwd(A, B, C, dt, L, alpha, method, **kw)
+    assert K_fast.shape == K.shape == (H, L) and K_fast.dtype == np.float64
+    grads, grads_fast = F.fssm_conv_kernel_vjp(ctx, gK), KF.fssm_conv_kernel_vjp(ctx_fast, gK)
+    assert len(grads_fast) == len(grads) == 4 + 2 * (method == "soe_decoupled")
+    assert [g.shape for g in grads_fast] == [g.shape for g in grads]
+    assert [g.dtype for g in grads_fast] == [g.dtype for g in grads]
+    for got, want in zip((K_fast, *grads_fast), (K, *grads)):
+        _assert_close(got, want)
+
+
+def test_conv_kernel_float32_parameters_compute_in_double():
+    # the training loop passes float32/complex64 parameters inside trusted(): K is still float64, computed
+    # in complex128, equal to the float64 call on the same (rounded) values
+    rng = np.random.default_rng(1)
+    A, B, C, dt = _layer(rng, 3, 4, False, False)
+    f32 = (A.astype(np.complex64), B.astype(np.complex64), C.astype(np.complex64), dt.astype(np.float32))
+    f64 = tuple(x.astype(np.complex128 if np.iscomplexobj(x) else np.float64) for x in f32)
+    for method, alpha, kw in (("gl", 0.7, {}), ("gl_explicit", 1.4, {}),
+                              ("soe_decoupled", 0.7, dict(omega=[0.1, 1.0], eta=[1.0, 0.5]))):
+        with _checks.trusted():
+            K32, ctx = KF.fssm_conv_kernel_fwd(*f32, 200, alpha, method, **kw)
+            grads = KF.fssm_conv_kernel_vjp(ctx, np.ones((3, 200), np.float32))
+        assert K32.dtype == np.float64 and grads[0].dtype == np.complex128 and grads[3].dtype == np.float64
+        _assert_close(K32, F.fssm_conv_kernel(*f64, 200, alpha, method, **kw), rtol=1e-12)
+
+
+def test_conv_kernel_other_methods_run_the_oracle():
+    rng = np.random.default_rng(2)
+    A, B, C, dt = _layer(rng, 2, 3, False, False)
+    for method, kw in (("exact", {}), ("soe_coupled", dict(M=6)), ("soe_decoupled", dict(M=6))):
+        K, ctx = KF.fssm_conv_kernel_fwd(A, B, C, dt, 20, 0.6, method, **kw)
+        np.testing.assert_array_equal(K, F.fssm_conv_kernel(A, B, C, dt, 20, 0.6, method, **kw))
+        with pytest.raises(ValueError, match="no VJP"):
+            KF.fssm_conv_kernel_vjp(ctx, np.ones((2, 20)))
+    for bad in (dict(M=4), dict(memory=-1), dict(omega=[1.0])):                # the oracle's checks
+        with pytest.raises(ValueError):
+            KF.fssm_conv_kernel_fwd(A, B, C, dt, 20, 1.5, "gl", **bad)
+
+
+def test_soe_fast_path_never_forms_the_vandermonde_matrix():
+    # oracle: (H, N/2, M, L) complex Vandermonde (here 32 MiB) and (H, N/2, L) kernels; fast path: O(H N M + H L)
+    H, N2, M, L = 8, 32, 4, 4096
+    rng = np.random.default_rng(3)
+    A, B, C, dt = _layer(rng, H, N2, False, False)
+    kw = dict(omega=rng.uniform(0.01, 2.0, M), eta=rng.uniform(0.1, 3.0, M))
+    KF.fssm_conv_kernel_vjp(KF.fssm_conv_kernel_fwd(A, B, C, dt, 8, 0.7, "soe_decoupled", **kw)[1], np.ones((H, 8)))
+    tracemalloc.start()
+    K, ctx = KF.fssm_conv_kernel_fwd(A, B, C, dt, L, 0.7, "soe_decoupled", **kw)
+    KF.fssm_conv_kernel_vjp(ctx, np.ones((H, L)))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 3 * K.nbytes < H * N2 * L * 16                               # (H, N/2, L) complex: 16 MiB
+
+
+def test_registered_against_the_oracle():
+    assert backend.op("fssm_kernel", "numba") == (KF.fssm_conv_kernel_fwd, KF.fssm_conv_kernel_vjp)
+    assert backend.oracle("fssm_kernel") == (F.fssm_conv_kernel_fwd, F.fssm_conv_kernel_vjp)

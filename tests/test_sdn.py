@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from gradcheck import check_vjp
 
-from refssm import neurons, sdn, surrogate
+from refssm import neurons, sdn
 
 KEYS = ("W1", "b1", "W2", "b2", "w3", "b3")
 
@@ -94,7 +94,7 @@ def test_shipped_impulse_response_matches_lif():
 
 def _check_sdn_vjp(p, y, gm):
     m, ctx = sdn.forward(y, p)
-    grads, gy = sdn.forward_vjp(ctx, gm)
+    gy, grads = sdn.forward_vjp(ctx, gm)                              # input gradient first
     assert set(grads) == set(KEYS) and all(grads[k].shape == sdn.SHAPES[k] for k in KEYS)
 
     def loss_of(y, W1, b1, W2, b2, w3, b3):
@@ -168,15 +168,34 @@ def test_shipped_spike_accuracy_vs_exact_lif():
     assert sdn.spike_accuracy(p, 0.2, y) < acc - 0.002
 
 
-def test_sdn_spikes_interface():
+def test_sdn_spikes_interface(monkeypatch):
     p = sdn.load()
     y = _rng(13).standard_normal((2, 3, 64))
     s, z = sdn.sdn_spikes(y, p)
     np.testing.assert_array_equal(z, sdn.predict(y, p) + y - 1.0)
     np.testing.assert_array_equal(s, (z >= 0).astype(float))
-    gs = _rng(14).standard_normal(y.shape)
-    np.testing.assert_array_equal(sdn.sdn_spikes_vjp(z, gs), gs * np.maximum(0, 1 - np.abs(z)))
-    np.testing.assert_array_equal(sdn.sdn_spikes_vjp(z, gs), gs * surrogate.get("triangle").grad(z))
+    assert s.dtype == z.dtype == np.float64
+    # ties z = 0 (an SDN output of 0.5 against y = 0.5): the default fires at equality, the other not
+    monkeypatch.setattr(sdn, "predict", lambda y, params: np.full_like(y, 0.5))
+    y = np.full((2, 5), 0.5)
+    (s_eq, z_eq), (s_gt, _) = sdn.sdn_spikes(y, p), sdn.sdn_spikes(y, p, fire_at_equality=False)
+    assert np.all(z_eq == 0) and np.all(s_eq == 1) and np.all(s_gt == 0)
+
+
+def test_float32_input_gives_float32_spikes():
+    # float32 y: the SDN runs in float32 (parameters cast), spikes and z are float32; the float32 z lies
+    # within 1e-5 of the float64 one, and spikes agree wherever |z| exceeds that
+    p = sdn.load()
+    y = _rng(15).standard_normal((2, 3, 256))
+    s, z = sdn.sdn_spikes(y, p)
+    s32, z32 = sdn.sdn_spikes(y.astype(np.float32), p)
+    assert s32.dtype == z32.dtype == np.float32
+    np.testing.assert_allclose(z32, z, rtol=0, atol=1e-5)
+    far = np.abs(z) > 1e-5
+    np.testing.assert_array_equal(s32[far], s[far])
+    m32, ctx = sdn.forward(y.astype(np.float32), p)
+    gy, grads = sdn.forward_vjp(ctx, np.ones_like(m32))
+    assert m32.dtype == gy.dtype == np.float32 and all(g.dtype == np.float32 for g in grads.values())
 
 
 def test_shipped_file_has_153_parameters():
