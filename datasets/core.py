@@ -2,18 +2,27 @@
 
 Layouts (n examples, L time steps; time is axis 1 of the raw data, unlike activations):
 
-=============  ===================  =================  =======================================
+=============  ===================  =================  ==============================================
 layout         x                    lengths            tasks
-=============  ===================  =================  =======================================
-tokens         (n, L) int64         (n,) int64         ListOps, IMDb, copy, recall
+=============  ===================  =================  ==============================================
+tokens         (n, L) unsigned int  (n,) int64         ListOps, IMDb, copy, recall, language modelling
 features       (n, L, d) float64    (n,) int64         digits, MNIST, CIFAR, Pathfinder, speech
-token pairs    (n, 2, L) int64      (n, 2) int64       AAN retrieval (two documents per example)
-=============  ===================  =================  =======================================
+token pairs    (n, 2, L) unsigned   (n, 2) int64       AAN retrieval (two documents per example)
+=============  ===================  =================  ==============================================
 
-Token id 0 is padding in every token task; `lengths` counts the real (unpadded) steps, so the time
-axis of `x` is always axis `lengths.ndim`. Targets `y` depend on `Dataset.target`:
-"class" (n,) int64 in [0, n_classes); "value" (n,) float64 (regression); "sequence" (n, K) int64 in
-[0, n_classes), the classes to emit at the last K steps.
+Token ids are stored in the smallest unsigned integer type that holds vocab_size - 1 (`token_dtype`:
+uint8 up to 256 ids, uint16 up to 65,536, uint32 beyond); the models accept integer arrays of any
+width. Token id 0 is padding in every token task; `lengths` counts the real (unpadded) steps, so the
+time axis of `x` is always axis `lengths.ndim`. Targets `y` depend on `Dataset.target`:
+
+* "class": (n,) int64 in [0, n_classes);
+* "value": (n,) float64 (regression);
+* "sequence": (n, K) int64 in [0, n_classes), the classes to emit at the last K steps;
+* "lm" (causal language modelling): (n, L), the dtype of x, the next token at every step:
+  y[i, t] is the token that follows x[i, t] in the text, an id in [1, vocab_size) at the real steps
+  (t < lengths[i]) and 0 at padding; n_classes = vocab_size (class 0, padding, is never a target).
+  The rows are consecutive non-overlapping windows of the split's token stream s (`lm_split`):
+  x[i, t] = s[i L + t], y[i, t] = s[i L + t + 1]; only the last row may be shorter than L.
 
 The models take activations as (B, H, L), time last: their encoder embeds tokens (B, L) or maps
 features (B, L, d) to (B, H, L). The data stay (n, L) / (n, L, d) here, as the papers' loaders give them.
@@ -25,7 +34,7 @@ import numpy as np
 
 from refssm._checks import choice, in_range, positive_int
 
-TARGETS = ("class", "value", "sequence")
+TARGETS = ("class", "value", "sequence", "lm")
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,8 @@ class Dataset:
     d_input: feature tasks, the feature size d; None for token tasks.
     permutation: None, or the (L,) index array applied to the time axis of every split
     (psMNIST style: x_permuted[:, t] = x[:, permutation[t]]).
+    vocab: None, or for token tasks whose ids stand for text, the text of each id (a tuple of
+    vocab_size strings, vocab[0] = "<pad>"), so that "".join / " ".join of vocab[id] decodes them.
     """
 
     name: str
@@ -83,11 +94,21 @@ class Dataset:
     vocab_size: int | None = None
     d_input: int | None = None
     permutation: np.ndarray | None = field(default=None, repr=False)
+    vocab: tuple | None = field(default=None, repr=False)
 
     def __post_init__(self):
         choice("target", self.target, TARGETS)
         if (self.vocab_size is None) == (self.d_input is None):
             raise ValueError("exactly one of vocab_size (token inputs) and d_input (features) must be set")
+        if self.vocab is not None and len(self.vocab) != self.vocab_size:
+            raise ValueError(f"vocab must hold vocab_size = {self.vocab_size} entries, got {len(self.vocab)}")
+        if self.target == "lm":
+            if self.vocab_size is None or self.n_classes != self.vocab_size:
+                raise ValueError("target 'lm' needs token inputs and n_classes == vocab_size")
+            for name, split in self.splits.items():
+                if split.y.shape != split.x.shape:
+                    raise ValueError(f"target 'lm': y must have the shape of x in every split, got "
+                                     f"{split.y.shape} and {split.x.shape} in {name}")
 
     @property
     def splits(self):
@@ -149,6 +170,39 @@ def holdout(split, fraction, rng):
     fraction = float(in_range("val_fraction", fraction, 0.0, 1.0, hi_open=True))
     rest, held = stratified_split(split.y, [1.0 - fraction, fraction], rng)
     return split.take(rest), split.take(held)
+
+
+def token_dtype(vocab_size):
+    """The smallest unsigned integer dtype holding the ids 0 .. vocab_size - 1 (uint8, uint16, uint32)."""
+    return np.min_scalar_type(positive_int("vocab_size", vocab_size) - 1)
+
+
+def lm_split(stream, seq_len):
+    """A Split for next-token prediction ("lm" target) over a 1-D token stream.
+
+    The stream's len(stream) - 1 (input, next token) pairs are cut into consecutive windows of
+    seq_len steps: x[i, t] = stream[i seq_len + t], y[i, t] = stream[i seq_len + t + 1], so every
+    token but the first is a target exactly once. Only the last row may be shorter (lengths[-1] <
+    seq_len); its padding is 0 in x and y. y is a view of one zero-padded copy of the stream; x is
+    another view of it when no row is short, else a copy. Both keep the stream's dtype.
+    """
+    stream = np.asarray(stream)
+    if stream.ndim != 1 or not np.issubdtype(stream.dtype, np.integer):
+        raise ValueError(f"stream must be a 1-D integer token array, got {stream.dtype} {stream.shape}")
+    seq_len = positive_int("seq_len", seq_len)
+    pairs = len(stream) - 1
+    if pairs < 1:
+        raise ValueError(f"a language-modelling split needs a stream of at least 2 tokens, got {len(stream)}")
+    rows = -(-pairs // seq_len)
+    buffer = np.zeros(rows * seq_len + 1, dtype=stream.dtype)
+    buffer[:len(stream)] = stream
+    lengths = np.full(rows, seq_len, dtype=np.int64)
+    lengths[-1] = pairs - (rows - 1) * seq_len
+    x = buffer[:-1].reshape(rows, seq_len)
+    if lengths[-1] < seq_len:  # x's first padded step would be the stream's last token: zero it in a copy
+        x = x.copy()
+        x[-1, lengths[-1]:] = 0
+    return Split(x, buffer[1:].reshape(rows, seq_len), lengths)
 
 
 def pad(sequences, length, dtype=np.int64):
@@ -222,6 +276,10 @@ def describe(dataset, bins=10):
         lengths = split.lengths.ravel()
         if lengths.min() == lengths.max():
             lines.append(f"        length: all {lengths[0]}")
+            continue
+        if d.target == "lm" and lengths[:-1].min() == lengths[:-1].max():  # windows of one stream
+            lines.append(f"        length: {len(lengths) - 1} windows of {lengths[0]}, then {lengths[-1]} "
+                         f"({lengths.sum():,} targets)")
             continue
         counts, edges = np.histogram(lengths, bins=bins)
         lines.append(f"        length: min {lengths.min()} median {int(np.median(lengths))} "

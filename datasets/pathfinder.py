@@ -87,7 +87,7 @@ class Params:
 PATHFINDER32 = Params()
 _PAIR_BATCH = 256  # target-pair tries grown at once (about 2% complete)
 _CHUNK = 32  # images whose distractors and rendering are done at once
-_MAX_PAIR_BATCHES = 1000
+_MAX_PAIR_BATCHES = 1000  # batches in a row without a completed pair before giving up (per image)
 
 
 @dataclass(frozen=True)
@@ -136,12 +136,21 @@ def sample(rng, label):
 def _pairs(rng, g):
     """Endless iterator over completed target pairs (mask, (paddles 0, paddles 1), tails (2, 2),
     heads (2, 2)), from batches of independent tries. Every pair that completes is used, in try order:
-    the tries are i.i.d., so each follows the distribution of the original's redraw-until-success loop."""
-    for _ in range(_MAX_PAIR_BATCHES):
+    the tries are i.i.d., so each follows the distribution of the original's redraw-until-success loop.
+
+    The cap on tries is per pair, i.e. per image: only _MAX_PAIR_BATCHES batches in a row without
+    a completed pair (about 2% of tries complete, so a run of 256,000 failures never happens with
+    the LRA parameters) stop the generator; a whole data set draws as many batches as it needs.
+    """
+    failed = 0
+    while True:
         tries = _target_pairs(rng, g, _PAIR_BATCH)
+        failed = 0 if len(tries) else failed + 1
+        if failed == _MAX_PAIR_BATCHES:
+            raise RuntimeError(f"no pair of target snakes completed in {_MAX_PAIR_BATCHES * _PAIR_BATCH} "
+                               "tries in a row (for one image): these parameters admit almost no pair")
         for i in range(len(tries)):
             yield tries.masks[i], (tries.paddles(i, 0), tries.paddles(i, 1)), tries.tail[i], tries.head[i]
-    raise RuntimeError(f"no pair of target snakes completed in {_MAX_PAIR_BATCHES * _PAIR_BATCH} tries")
 
 
 def _draw(rng, pairs, labels, g):

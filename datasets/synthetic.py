@@ -1,24 +1,28 @@
 """Small synthetic memory tasks for teaching and fast tests: copy, adding problem, delayed recall.
 
 Each `load_*` returns a Dataset whose three splits are drawn from np.random.default_rng(seed) in the
-order train, val, test. Token id 0 is the blank (padding) symbol in the token tasks.
+order train, val, test. Token id 0 is the blank (padding) symbol in the token tasks, whose Datasets
+store x in the smallest unsigned type (core.token_dtype); the *_task functions return int64.
 """
 
 import numpy as np
 
 from refssm._checks import positive_int
 
-from .core import Dataset, Split, fixed_length
+from .core import Dataset, Split, fixed_length, token_dtype
 
 
-def _splits(n_train, n_val, n_test, seed, draw):
-    """{"train", "val", "test"}: Splits of draw(rng, n) -> (x, y), drawn in that order from one seed."""
+def _splits(n_train, n_val, n_test, seed, draw, vocab_size=None):
+    """{"train", "val", "test"}: Splits of draw(rng, n) -> (x, y), drawn in that order from one seed;
+    token inputs (vocab_size given) are stored in token_dtype(vocab_size)."""
     sizes = (positive_int("n_train", n_train), positive_int("n_val", n_val, minimum=0),
              positive_int("n_test", n_test, minimum=0))
     rng = np.random.default_rng(positive_int("seed", seed, minimum=0))
     splits = {}
     for name, n in zip(("train", "val", "test"), sizes):
         x, y = draw(rng, n)
+        if vocab_size is not None:
+            x = x.astype(token_dtype(vocab_size))
         splits[name] = Split(x, y, fixed_length(x))
     return splits
 
@@ -71,7 +75,8 @@ def load_copy(n_train=10_000, n_val=1_000, n_test=1_000, seed=0, n_symbols=8, n_
     """The copy task as a Dataset: x (n, 2 n_copy + delay) tokens, y (n, n_copy) classes (see copy_task)."""
     n_symbols = positive_int("n_symbols", n_symbols, minimum=2)
     n_copy, delay = positive_int("n_copy", n_copy), positive_int("delay", delay)
-    splits = _splits(n_train, n_val, n_test, seed, lambda rng, n: copy_task(rng, n, n_symbols, n_copy, delay))
+    splits = _splits(n_train, n_val, n_test, seed, lambda rng, n: copy_task(rng, n, n_symbols, n_copy, delay),
+                     n_symbols + 2)
     return Dataset(name="copy", source=f"copy task: seed {seed}, {n_copy} of {n_symbols} symbols, "
                                        f"delay {delay}",
                    **splits, n_classes=n_symbols, target="sequence", vocab_size=n_symbols + 2)
@@ -89,6 +94,7 @@ def load_recall(n_train=10_000, n_val=1_000, n_test=1_000, seed=0, n_classes=8, 
     """Delayed recall as a Dataset: x (n, length) tokens, y (n,) classes (see recall_task)."""
     n_classes = positive_int("n_classes", n_classes, minimum=2)
     length = positive_int("length", length, minimum=2)
-    splits = _splits(n_train, n_val, n_test, seed, lambda rng, n: recall_task(rng, n, n_classes, length))
+    splits = _splits(n_train, n_val, n_test, seed, lambda rng, n: recall_task(rng, n, n_classes, length),
+                     n_classes + 2)
     return Dataset(name="recall", source=f"delayed recall: seed {seed}, {n_classes} symbols, length {length}",
                    **splits, n_classes=n_classes, vocab_size=n_classes + 2)

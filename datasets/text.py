@@ -1,7 +1,8 @@
 """Byte-level text: IMDb reviews (LRA Text) and AAN citation pairs (LRA Retrieval), from files you bring.
 
-Tokens are the UTF-8 bytes shifted by one (id = byte + 1, so vocab_size = 257 and 0 is padding),
-truncated to max_length. LRA also works on bytes; its encoder's id offset may differ from this one.
+Tokens are the UTF-8 bytes shifted by one (id = byte + 1, so vocab_size = 257 and 0 is padding), stored
+as uint16 and truncated to max_length. LRA also works on bytes; its encoder's id offset may differ
+from this one. The language-modelling corpora (lm.py) use the same byte ids at their byte level.
 """
 
 from pathlib import Path
@@ -10,9 +11,10 @@ import numpy as np
 
 from refssm._checks import positive_int
 
-from .core import Dataset, Split, holdout, pad
+from .core import Dataset, Split, holdout, pad, token_dtype
 
 VOCAB_SIZE = 257
+DTYPE = token_dtype(VOCAB_SIZE)  # uint16
 IMDB_CLASSES = ("neg", "pos")  # labels 0 and 1
 AAN_FILES = {"train": "new_aan_pairs.train.tsv", "val": "new_aan_pairs.eval.tsv",
              "test": "new_aan_pairs.test.tsv"}
@@ -20,10 +22,16 @@ _SPLIT_SEED = 0
 
 
 def encode(data):
-    """Token ids (int64) of bytes or str (UTF-8): byte + 1."""
+    """Token ids (uint16) of bytes or str (UTF-8): byte + 1."""
     if isinstance(data, str):
         data = data.encode("utf-8")
-    return np.frombuffer(data, dtype=np.uint8).astype(np.int64) + 1
+    return np.frombuffer(data, dtype=np.uint8).astype(DTYPE) + 1
+
+
+def decode(ids):
+    """The bytes of byte-level token ids (id - 1); padding (0) is dropped."""
+    ids = np.asarray(ids)
+    return (ids[ids > 0] - 1).astype(np.uint8).tobytes()
 
 
 def read_imdb(directory, split):
@@ -41,7 +49,8 @@ def read_imdb(directory, split):
 
 
 def load_imdb(data_dir=None, max_length=4096, val_fraction=0.1):
-    """IMDb sentiment (LRA Text) from an aclImdb directory: x (n, max_length) byte tokens, y (n,) in {0, 1}.
+    """IMDb sentiment (LRA Text) from an aclImdb directory: x (n, max_length) uint16 byte tokens, y (n,) in
+    {0, 1}.
 
     The official test reviews are the test split; val is a stratified `val_fraction` of the training
     reviews (seed 0). Reviews longer than max_length bytes are truncated.
@@ -53,7 +62,7 @@ def load_imdb(data_dir=None, max_length=4096, val_fraction=0.1):
     splits = {}
     for split in ("train", "test"):
         sequences, labels = read_imdb(data_dir, split)
-        x, lengths = pad(sequences, max_length)
+        x, lengths = pad(sequences, max_length, DTYPE)
         splits[split] = Split(x, labels, lengths)
     train, val = holdout(splits["train"], val_fraction, np.random.default_rng(_SPLIT_SEED))
     return Dataset(name="imdb", source=f"aclImdb reviews in {data_dir}, bytes; val = stratified "
@@ -103,7 +112,7 @@ def load_aan(data_dir=None, max_length=4000):
     splits = {}
     for split, name in AAN_FILES.items():
         firsts, seconds, labels = read_aan(Path(data_dir) / name)
-        (x1, l1), (x2, l2) = pad(firsts, max_length), pad(seconds, max_length)
+        (x1, l1), (x2, l2) = pad(firsts, max_length, DTYPE), pad(seconds, max_length, DTYPE)
         splits[split] = Split(np.stack([x1, x2], axis=1), labels, np.stack([l1, l2], axis=1))
     return Dataset(name="aan", source=f"LRA AAN pairs in {data_dir}, bytes", **splits,
                    n_classes=2, vocab_size=VOCAB_SIZE)

@@ -8,7 +8,7 @@ import pytest
 from scipy.io import wavfile
 
 import refssm.datasets as D
-from refssm.datasets import images, speech, text
+from refssm.datasets import images, listops, speech, text
 
 
 # ---------------------------------------------------------------- IDX (MNIST, Fashion-MNIST)
@@ -175,13 +175,42 @@ def test_listops_tsv_truncates_to_max_length(tmp_path):
     ("Src\tTgt\n7\t7\n", "line 1 must be the header"),
     ("Source\tTarget\n7\tseven\n", "line 2: expected"),
     ("Source\tTarget\n7\t7\n( ( ( [MAX 2 ) 9 ) ] )\t12\n", "line 3: expected"),
-    ("Source\tTarget\n( ( ( [MOD 2 ) 9 ) ] )\t1\n", "example 0: ListOps source has the unknown token 'MOD'"),
+    ("Source\tTarget\n( ( ( [MOD 2 ) 9 ) ] )\t1\n", r"line 2: ListOps source has the unknown token '\[MOD'"),
+    # unbalanced brackets: each would otherwise be a silently trained (wrong) example
+    ("Source\tTarget\n7\t7\n( ( ( [MAX 2 ) 9 ) )\t9\n", "line 3: .*exactly 2 items, this one holds 1"),
+    ("Source\tTarget\n( ( ( [MAX 2 ) 9 ) ] ] )\t9\n", "line 2: .*exactly 2 items, this one holds 3"),
+    ("Source\tTarget\n( ( ( [MAX 2 ) 9 ) ]\t9\n", r"line 2: .*1 '\(' never closed"),
+    ("Source\tTarget\n( ( ( [MAX 2 ) 9 ) ] ) )\t9\n", r"line 2: .*'\)' closes nothing at token 11 of 11"),
+    ("Source\tTarget\n( ( [MAX ] )\t9\n", r"line 2: .*never closed"),
+    ("Source\tTarget\n( ( [MAX ] ) )\t9\n", r"line 2: .*exactly 2 items"),
+    ("Source\tTarget\n( ( ( [MAX 2 ) 9 ) ] ) 7\t9\n", "line 2: .*extra tokens after the tree"),
+    ("Source\tTarget\n[MAX 2 9 ]\t9\n", "line 2: .*must start with '\\('"),
 ])
 def test_malformed_listops_tsv(tmp_path, content, match):
     write_listops_tsv(tmp_path / "lo", {"val": [], "test": []})
     (tmp_path / "lo" / "basic_train.tsv").write_text(content)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as error:
         D.load("listops", data_dir=tmp_path / "lo")
+    assert "basic_train.tsv" in str(error.value)  # the file, then the line
+    with pytest.raises(ValueError, match=match):
+        listops.read_tsv(tmp_path / "lo" / "basic_train.tsv")  # the reader on its own refuses it too
+
+
+def test_listops_tokens_are_uint8_and_models_take_them(tmp_path):
+    from refssm import models
+    rows = {"train": [("( ( ( [MAX 2 ) 9 ) ] )", 9), ("( ( ( ( [SM 9 ) 8 ) 7 ) ] )", 4)],
+            "val": [("7", 7)], "test": [("( ( ( [MED 3 ) 4 ) ] )", 3)]}
+    write_listops_tsv(tmp_path / "lo", rows)
+    ds = D.load("listops", data_dir=tmp_path / "lo", max_length=8)
+    assert all(s.x.dtype == np.uint8 for s in ds.splits.values())
+    (x, y, mask), = D.batches(ds.train, 2, shuffle=False)
+    cfg = models.make_config("spikingssm", vocab_size=ds.vocab_size, n_classes=10, H=4, N=4, n_layers=1,
+                             backend="numpy")
+    params, state = models.init_params(cfg, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    narrow = models.forward(params, state, cfg, x, mask, rng, train=False)[0]
+    wide = models.forward(params, state, cfg, x.astype(np.int64), mask, np.random.default_rng(1), train=False)[0]
+    np.testing.assert_array_equal(narrow, wide)  # uint8 tokens give the int64 result bit for bit
 
 
 def test_missing_listops_tsv_is_named(tmp_path):

@@ -1,5 +1,6 @@
 """Generated tasks: LRA ListOps, Pathfinder-32, and the synthetic copy / adding / recall tasks."""
 
+import math
 
 import numpy as np
 import pytest
@@ -78,6 +79,43 @@ def test_generated_lengths_respect_the_bounds(n, seed, lo, hi):
     assert all(listops.evaluate(listops.parse(source)) == label for source, label in examples)
 
 
+_MUTATIONS = ["(", ")", "]", "[MIN", "[SM", "3", "7"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), edits=st.lists(
+    st.tuples(st.sampled_from(["delete", "insert", "replace", "swap"]), st.integers(0, 10**6),
+              st.integers(0, 10**6)), min_size=1, max_size=3))
+def test_encode_accepts_exactly_what_the_parser_accepts(seed, edits):
+    """The vectorised check in encode against the recursive parser, on generated trees with random edits
+    (most of them malformed: unbalanced brackets, pairs of 1 or 3 items, stray operators)."""
+    uniform = iter(np.random.default_rng(seed).random(20_000).tolist()).__next__
+    drawn = None
+    while drawn is None:
+        drawn = listops.random_tree(uniform, max_length=60)
+    tokens = listops.to_string(drawn[0]).split()
+    for kind, i, j in edits:
+        if kind == "insert":
+            tokens.insert(i % (len(tokens) + 1), _MUTATIONS[j % len(_MUTATIONS)])
+        elif tokens and kind == "delete":
+            del tokens[i % len(tokens)]
+        elif tokens and kind == "replace":
+            tokens[i % len(tokens)] = _MUTATIONS[j % len(_MUTATIONS)]
+        elif tokens:
+            a, b = i % len(tokens), j % len(tokens)
+            tokens[a], tokens[b] = tokens[b], tokens[a]
+    source = " ".join(tokens)
+    try:
+        tree = listops.parse(source)
+    except ValueError:
+        with pytest.raises(ValueError, match="ListOps source"):
+            listops.encode(source)
+    else:
+        ids = listops.encode(source)
+        assert ids.dtype == np.uint8
+        assert [listops.VOCAB[i] for i in ids] == listops.tokenize(listops.to_string(tree))
+
+
 def test_generation_is_deterministic_for_a_seed():
     assert listops.generate(30, 7, 10, 200) == listops.generate(30, 7, 10, 200)
     assert listops.generate(30, 7, 10, 200) != listops.generate(30, 8, 10, 200)
@@ -101,6 +139,7 @@ def test_tsv_round_trip_in_lra_format(tmp_path):
 def test_listops_dataset_tokens_and_padding():
     ds = D.load("listops", n_train=40, n_val=5, n_test=5, seed=4, min_length=30, max_length=150)
     assert ds.train.x.shape == (40, 150) and ds.vocab_size == 16 and ds.n_classes == 10
+    assert ds.train.x.dtype == np.uint8  # the full LRA set: 200 MB, not 1.6 GB of int64
     parts = listops.generate_splits(40, 5, 5, 4, 30, 150)
     for name, split in ds.splits.items():
         for row, n, label, (source, target) in zip(split.x, split.lengths, split.y, parts[name]):
@@ -169,6 +208,129 @@ def test_pathfinder_rasterisation_matches_pillow():
         for y, x in pathfinder._bresenham(8, 8, end[1], end[0]):
             mine[y, x] = 255
         np.testing.assert_array_equal(mine, np.array(canvas))
+
+
+# Hand-derived from the documented rules (module docstring of pathfinder.py, snakes2.py), not from the code:
+# L = paddle_length = 2, m = paddle_margin = 1, k = L + m = 3. translate_coord moves a cell by
+# (ceil(d sin t), ceil(d cos t)), so cos(pi/2) = 6e-17 rounds *up* to 1, as in the original.
+def _ceil_step(theta, d):
+    return np.array([math.ceil(d * math.sin(theta)), math.ceil(d * math.cos(theta))])
+
+
+def _flip(theta):  # flip_by_pi of the original
+    return theta + math.pi if theta + math.pi < math.pi else theta - math.pi
+
+
+# Candidate heads: floor(3 (sin a, cos a)) for a = j 360 / (2 pi 3) degrees, j = 0..18 (19.0986 degrees
+# apart), worked out by hand; j = 12 and 13 both give (-3, -2), so 18 distinct cells.
+HEADS_BY_HAND = [(0, 3), (0, 2), (1, 2), (2, 1), (2, 0), (2, -1), (2, -2), (2, -3), (1, -3), (0, -3),
+                 (-1, -3), (-2, -3), (-3, -2), (-3, -1), (-3, 0), (-3, 1), (-2, 2), (-1, 2)]
+
+
+def test_pathfinder_candidate_heads_and_turn_weights():
+    g = pathfinder._geometry(pathfinder.PATHFINDER32)
+    assert sorted(map(tuple, g.heads.tolist())) == sorted(HEADS_BY_HAND)
+    # turn weight cos^2(min(continuity |phi - theta|, pi / 2)), continuity = 1: for unit u = (sin theta,
+    # cos theta) and a head h, that is (u . h)^2 / |h|^2 where u . h > 0, else 0
+    thetas = [math.radians(d) for d in range(-180, 180)] + list(np.arctan2(g.heads[:, 0], g.heads[:, 1]))
+    for row, theta in enumerate(thetas):
+        dot = math.sin(theta) * g.heads[:, 0] + math.cos(theta) * g.heads[:, 1]
+        expected = np.where(dot > 1e-12, dot ** 2 / (g.heads ** 2).sum(axis=1), 0.0)
+        np.testing.assert_allclose(g.turn[row], expected, atol=1e-12)
+    # e.g. a seed at 0 degrees: (0, 3) and (0, 2) straight on weigh 1, (1, 2) 4/5, (2, 1) 1/5, (2, 0) 0
+    straight = dict(zip(map(tuple, g.heads.tolist()), g.turn[180]))
+    assert straight[(0, 3)] == straight[(0, 2)] == 1.0
+    assert (round(straight[(1, 2)], 12), round(straight[(2, 1)], 12)) == (0.8, 0.2)
+    assert straight[(2, 0)] < 1e-30 and straight[(-2, -3)] < 1e-30
+
+
+@pytest.mark.parametrize("degrees, head, pivot, step", [
+    (0, (0, 2), (0, -1), (0, 4)),      # head 2 along x; pivot 3 back; q 4 further on
+    (90, (2, 1), (-1, 2), (4, 1)),     # cos(pi/2) > 0 rounds up to 1
+    (-90, (-2, 1), (1, 2), (-4, 1)),
+    (-180, (0, -2), (0, 1), (0, -4)),  # sin(-pi) < 0 rounds up to 0; flipped back to 0 degrees
+    (45, (2, 2), (0, 0), (3, 3)),
+])
+def test_pathfinder_seed_paddle_by_hand(degrees, head, pivot, step):
+    g = pathfinder._geometry(pathfinder.PATHFINDER32)
+    theta = math.radians(degrees)
+    assert tuple(_ceil_step(theta, 2)) == head
+    assert tuple(_ceil_step(theta, 2) + _ceil_step(_flip(theta), 3)) == pivot
+    assert tuple(_ceil_step(theta, 4)) == step
+    np.testing.assert_array_equal(g.seed_head[degrees + 180], head)
+    np.testing.assert_array_equal(g.seed_pivot[degrees + 180], pivot)
+    np.testing.assert_array_equal(g.advance[degrees + 180], step)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pathfinder_snakes_follow_the_growth_rule(seed):
+    """Every snake of a drawn scene, read back from its segments: 14 paddles per target snake and 4 per
+    distractor (contour_length // 3), at most 5 distractors (20 // 4); each paddle 2 long; the seed at
+    an integer angle; each extension's head one of the 18 cells around its q, and q moving by
+    ceil-step(L + 2m = 4) along the previous paddle's orientation from the previous q (or pivot)."""
+    image, scene = pathfinder.sample(np.random.default_rng(100 + seed), seed % 2)
+    assert [len(t) for t in scene.targets] == [14, 14]
+    assert 1 <= len(scene.distractors) <= 5 and all(len(d) == 4 for d in scene.distractors)
+    for snake in scene.targets + scene.distractors:
+        directions = (snake[:, 1] - snake[:, 0]) / 2.0
+        np.testing.assert_allclose(np.linalg.norm(directions, axis=1), 1.0)
+        degrees = math.degrees(math.atan2(*directions[0]))
+        assert abs(degrees - round(degrees)) < 1e-9
+        theta = math.radians(round(degrees))
+        tail = snake[0, 0].astype(int)
+        np.testing.assert_array_equal(tail, snake[0, 0])
+        previous = tail + _ceil_step(theta, 2) + _ceil_step(_flip(theta), 3)  # the pivot
+        for (start, end), u in zip(snake[1:], directions[1:]):
+            head = end.astype(int)
+            np.testing.assert_array_equal(head, end)
+            q = previous + _ceil_step(theta, 4)
+            offset = tuple(head - q)
+            assert offset in HEADS_BY_HAND
+            np.testing.assert_allclose(np.array(offset) / np.hypot(*offset), u, atol=1e-12)  # head -> q
+            previous, theta = q, math.atan2(*offset)
+
+
+def test_pathfinder_markers_by_hand():
+    """Two hand-made straight target snakes: a seed at 0 degrees from tails (6, 4) and (20, 4) (head +2,
+    pivot -1: x = 3), then 6 extensions with q 4 further each (x = 7, 11, ..., 27) and heads (0, 2) from
+    q, the last at x = 29. The origin marker goes on snake i's first tail, the terminal
+    marker on snake i's last head for label 1 and on the other snake's for label 0; each marker is a
+    disc of intensity 1, so after rescaling it is at least 1 / (2 x 0.6) of the image's brightest
+    paddle (snake_contrast 2, paddle line intensity below 0.6)."""
+    g = pathfinder._geometry(pathfinder.PATHFINDER32)
+    straight = 360 + next(i for i, h in enumerate(g.heads.tolist()) if h == [0, 2])
+    snakes, tails, heads = [], np.array([[6, 4], [20, 4]]), np.array([[6, 29], [20, 29]])
+    mask = g.empty.copy()
+    for tail in tails:
+        anchors = np.array([tail] + [tail + (0, 4 * i - 1) for i in range(1, 7)])  # the seed's tail, the q's
+        pids = np.array([180] + [straight] * 6)
+        snakes.append((anchors, pids))
+        cells = g.flat(anchors)[:, None] + g.mask[0][pids]
+        np.maximum.at(mask, cells.ravel(), (g.mask[1][pids] * g.inside[cells]).ravel())
+    np.testing.assert_array_equal(g.segments[straight][1] + snakes[0][0][-1], heads[0])
+    pair = (mask, tuple(snakes), tails, heads)
+    rng = np.random.default_rng(3)
+    images, scenes = pathfinder._draw(rng, iter([pair] * 4), [1, 1, 0, 0], g)
+    for image, scene in zip(images, scenes):
+        i = scene.origin_snake
+        terminal = i if scene.label == 1 else 1 - i
+        assert scene.terminal_snake == terminal
+        np.testing.assert_array_equal(scene.markers, [tails[i], heads[terminal]])
+        for y, x in scene.markers:
+            assert image[y, x] >= 0.8
+    assert {s.origin_snake for s in scenes} == {0, 1}  # rng 3 draws both origins
+
+
+def test_pathfinder_caps_tries_per_image_not_per_data_set(monkeypatch):
+    """The cap counts tries since the last completed pair: with a cap of 3 batches (768 tries, about
+    15 pairs), 64 images still generate; only a run of failures stops it."""
+    monkeypatch.setattr(pathfinder, "_MAX_PAIR_BATCHES", 3)
+    images, labels = pathfinder.generate(64, seed=2)
+    assert images.shape == (64, 32, 32)
+    real = pathfinder._target_pairs
+    monkeypatch.setattr(pathfinder, "_target_pairs", lambda rng, g, count: real(rng, g, 0))
+    with pytest.raises(RuntimeError, match="768 tries in a row"):
+        pathfinder.generate(1, seed=2)
 
 
 def test_pathfinder_dataset_is_a_balanced_sequence_task():

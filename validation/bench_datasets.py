@@ -5,6 +5,8 @@
 
 Times one process on one core, without the cache (a cached data set loads in seconds). LRA's sizes:
 ListOps 96,000 / 2,000 / 2,000 examples; Pathfinder-32 200,000 images (split 80 / 10 / 10 by `load`).
+The full Pathfinder set is made (and cached) by `refssm data generate pathfinder`, which prints its time.
+Tokenising checks every ListOps source's structure (listops.encode) and stores uint8 ids.
 """
 
 import argparse
@@ -27,7 +29,7 @@ def _timed(fn):
 
 def bench_listops(n, seed):
     examples, t_generate = _timed(lambda: listops.generate(n, seed))
-    _, t_encode = _timed(lambda: pad([listops.encode(s) for s, _ in examples], 2000))
+    _, t_encode = _timed(lambda: pad([listops.encode(s) for s, _ in examples], 2000, listops.DTYPE))
     lengths = np.array([len(listops.tokenize(s)) for s, _ in examples])
     total = t_generate + t_encode
     print(f"ListOps  n={n}: generate {t_generate:.2f} s + tokenise/pad {t_encode:.2f} s = {total:.2f} s, "
