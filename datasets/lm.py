@@ -47,14 +47,6 @@ WORD_CACHE_VERSION = 1
 # ---------------------------------------------------------------- vocabularies and encodings
 
 
-def read_words(path):
-    """The words of a WikiText-format file, line by line: each line's str.split() and then `<eos>`."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            yield from line.split()
-            yield EOS
-
-
 def word_vocab(path):
     """(<pad>, <eos>, the words of `path` by descending count, ties in order of first appearance)."""
     counts = Counter()
