@@ -107,3 +107,24 @@ def test_library_versions_are_reported():
     for name in MODULE:
         v = cv.library_version(name)
         assert v is None or isinstance(v, str)
+
+
+def test_the_pytorch_fixture_writer_in_the_validation_readme_passes_the_check(tmp_path):
+    """The twenty-line PyTorch example of validation/README.md (run_all.FIXTURES_DOC) writes a file that
+    `refssm fixtures check` accepts, gradients included."""
+    import re
+    import sys
+    from pathlib import Path
+
+    from refssm import fixtures
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "validation"))
+    import run_all
+
+    code = re.search(r"```python\n(.*?)```", run_all.FIXTURES_DOC, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 20
+    ref, theirs = tmp_path / "refssm_fixtures.h5", tmp_path / "theirs.h5"
+    fixtures.export(ref, fixtures.build_cases(["ssm/kernel/zoh"]))
+    exec(code.replace('"refssm_fixtures.h5"', repr(str(ref))).replace('"theirs.h5"', repr(str(theirs))), {})
+    results, only_ref, _ = fixtures.check(ref, theirs)
+    assert [r.case for r in results if r.ok] == ["ssm/kernel/zoh"] and not only_ref

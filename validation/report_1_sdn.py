@@ -22,7 +22,7 @@ from run_all import Report, plain_log_ticks, plt
 TAU = 0.125
 
 
-def best(f, calls=3):
+def best(f, calls=5):
     t = np.inf
     for _ in range(calls):
         t0 = time.perf_counter()
@@ -92,7 +92,7 @@ refssm's shipped SDN (`refssm.sdn.load({TAU})`, {sdn.N_PARAMS} parameters) again
                         [f"{t['numpy LIF'] / t['SDN']:.1f}x", f"{t['Numba LIF'] / t['SDN']:.2f}x",
                          f"{t['numpy LIF BPTT fwd+bwd'] / t['SDN fwd+bwd']:.1f}x"])
     r.text(f"""
-### Speed of the neuron alone ({rows} sequences, best of 3, ms; ratios > 1: the SDN is faster)
+### Speed of the neuron alone ({rows} sequences, best of 5, ms; ratios > 1: the SDN is faster)
 
 The SDN decides every step at once from the past 8 inputs (about 150 multiply-adds per step); the
 exact LIF is a scan over time (3 operations per step, but L sequential steps).
