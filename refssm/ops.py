@@ -282,11 +282,12 @@ def batch_norm_vjp(ctx, gy):
 # Dropout
 
 
-def dropout(x, p, rng, train):
+def dropout(x, p, u, train):
     """Dropout with the mask tied across time: one Bernoulli(1 - p) draw per (b, h), broadcast over L.
 
-    y = x * mask, mask[b,h] in {0, 1/(1 - p)}. Identity when not training or p == 0 (rng unused).
-    x (B, H, L) or (B, H); rng a numpy Generator  ->  y like x.
+    y = x * mask, mask[b,h] = 1[u[b,h] >= p] / (1 - p) in {0, 1/(1 - p)}. Identity when not training or
+    p == 0 (u unused). x (B, H, L) or (B, H); u: uniforms in [0, 1) of shape (B, H), e.g.
+    rng.random((B, H)) (the models draw them per example: refssm.models.layers.Noise)  ->  y like x.
     ctx = (mask (B, H, 1) or None for the identity, x.shape).
     """
     x = as_array("x", x, min_ndim=2)
@@ -294,9 +295,8 @@ def dropout(x, p, rng, train):
     train = choice("train", train, (True, False))
     if not train or p == 0.0:
         return x, (None, x.shape)
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    keep = rng.random(x.shape[:2] + (1,) * (x.ndim - 2)) >= p      # (B, H, 1): P(keep) = 1 - p
+    u = _match("u", in_range("u", u, 0.0, 1.0, hi_open=True), x.shape[:2])
+    keep = u.reshape(x.shape[:2] + (1,) * (x.ndim - 2)) >= p        # (B, H, 1): P(keep) = 1 - p
     mask = (keep / (1.0 - p)).astype(x.dtype)
     return x * mask, (mask, x.shape)
 

@@ -212,9 +212,10 @@ def refractory_vjp(ctx, gs):
 # Stochastic sampler (P-SpikeSSM, reference notes 3.3-3.4)
 # --------------------------------------------------------------------------------------------------
 
-def sample(p, rng):
-    """s = 1[U < clamp(p, 0, 1)], U ~ Uniform[0, 1) from rng; backward: the straight-through clamp."""
-    return neurons.stochastic(p, rng).astype(p.dtype, copy=False), p
+def sample(p, u):
+    """s = 1[u < clamp(p, 0, 1)] for uniforms u ~ U[0, 1) of p's shape (refssm.neurons.stochastic(p, rng)
+    is this with u = rng.random(p.shape)); backward: the straight-through clamp."""
+    return (u < np.clip(p, 0.0, 1.0)).astype(p.dtype), p
 
 
 def sample_vjp(p, gs):

@@ -44,6 +44,7 @@ from autograd.scipy.special import erf, logsumexp
 from autograd.tracer import getval
 
 from refssm import models, sdn
+from refssm.models.layers import Noise
 
 try:
     from refssm import fractional
@@ -133,11 +134,11 @@ def ag_norm(p, cfg, prefix, x, train, state, new_state):
     return (x - mu) / anp.sqrt(var + NORM_EPS) * gamma[None, :, None] + beta[None, :, None]
 
 
-def ag_dropout(x, rate, rng, train):
-    """Mask tied over time, one draw per (b, h) from rng, kept with probability 1 - rate."""
+def ag_dropout(x, rate, noise, site, train):
+    """Mask tied over time, one uniform per (b, h) from the example's noise stream, kept if >= rate."""
     if not train or rate == 0:
         return x
-    keep = rng.random(x.shape[:2] + (1,)) >= rate
+    keep = noise.masks(site, x.shape[1])[:, :, None] >= rate
     return x * (keep / (1.0 - rate))
 
 
@@ -276,14 +277,15 @@ def ag_gsu(p, pre, y, ratio=0.15):
     return ag_gelu(ag_layer_norm(a * g, p[pre + "gsu.gamma"], p[pre + "gsu.beta"])), getval(y_hat)
 
 
-def ag_core(p, cfg, pre, z, rng, train, spikes, aux):
+def ag_core(p, cfg, pre, z, noise, train, spikes, aux):
     model = cfg["model"]
+    B, H, L = z.shape
     if model == "pspikessm":
-        s_in = bernoulli_spike(z, rng.random(z.shape))
+        s_in = bernoulli_spike(z, noise.series(pre + "sample_in", H, L, np.float64))
         v = ag_gelu(ag_ssm(p, cfg, pre, s_in))
-        r = p[pre + "out.alpha"][None, :, None] * ag_dropout(v, cfg["dropout"], rng, train) \
+        r = p[pre + "out.alpha"][None, :, None] * ag_dropout(v, cfg["dropout"], noise, pre + "core_dropout", train) \
             + p[pre + "out.beta"][None, :, None]
-        s_out = bernoulli_spike(r, rng.random(r.shape))
+        s_out = bernoulli_spike(r, noise.series(pre + "sample_out", H, L, np.float64))
         spikes += [getval(s_in), getval(s_out)]
         return ag_gelu(ag_linear(s_out, p[pre + "mix.W"], p[pre + "mix.b"]))
     y = ag_ssm(p, cfg, pre, z)
@@ -299,13 +301,14 @@ def ag_core(p, cfg, pre, z, rng, train, spikes, aux):
         s = ag_lif(y * anp.exp(-p[pre + "ln_vth"])[None, :, None], cfg["tau"], cfg["lif_gradient"],
                    aux.get("sdn"))
     spikes.append(getval(s))
-    s = ag_dropout(s, cfg["dropout"], rng, train)
+    s = ag_dropout(s, cfg["dropout"], noise, pre + "core_dropout", train)
     return ag_glu(ag_linear(s, p[pre + "mix.W"], p[pre + "mix.b"]))
 
 
 def ag_forward(p, state, cfg, x, mask, seed, train, aux):
-    """-> (logits, new BN state, spikes per layer). rng draws: per layer, the core's, then the block dropout."""
-    rng = np.random.default_rng(seed)
+    """-> (logits, new BN state, spikes per layer). The noise (dropout masks, sampler uniforms) is an input,
+    drawn as the model documents it: per example and site from one key drawn from default_rng(seed)."""
+    noise = Noise(np.random.default_rng(seed).integers(2**63), np.arange(x.shape[0]))
     new_state, spikes = dict(state), []
     if cfg["vocab_size"] is None:
         h = anp.einsum("oi,bli->bol", p["enc.W"], x) + p["enc.b"][None, :, None]
@@ -316,9 +319,9 @@ def ag_forward(p, state, cfg, x, mask, seed, train, aux):
         pre = f"layers.{i}."
         z = ag_norm(p, cfg, pre + "norm.", h, train, state, new_state) if cfg["prenorm"] and has_norm else h
         layer_spikes = []
-        o = ag_core(p, cfg, pre, z, rng, train, layer_spikes, aux)
+        o = ag_core(p, cfg, pre, z, noise, train, layer_spikes, aux)
         spikes.append(layer_spikes)
-        h = h + ag_dropout(o, cfg["dropout"], rng, train)
+        h = h + ag_dropout(o, cfg["dropout"], noise, pre + "dropout", train)
         if not cfg["prenorm"] and has_norm and not cfg["postnorm_bug"]:
             h = ag_norm(p, cfg, pre + "norm.", h, train, state, new_state)
     if cfg["prenorm"] and has_norm:

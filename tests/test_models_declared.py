@@ -64,3 +64,22 @@ def test_energy_of_a_tiny_model_by_hand():
     assert st[0]["spikes"] == 6 and st[0]["sites"] == 6
     assert st[0]["ac"] == 24 and st[0]["mac"] + st[1]["mac"] == 34
     assert models.energy_uJ(st) == pytest.approx(1.78e-4, rel=1e-12)
+
+
+@pytest.mark.parametrize("model, opts", [("pspikessm", {"dropout": 0.3}), ("spikingssm", {"dropout": 0.3})])
+def test_noise_follows_the_example_not_the_batch(model, opts):
+    """Dropout masks and stochastic spikes come from per-example streams: an example's outputs are the
+    same in a batch of three and alone (with its id), and another id gives other noise."""
+    cfg = models.make_config(model, d_input=2, H=4, N=4, n_layers=2, norm="layer", dtype="float64", backend="numpy",
+                             **opts)
+    p, state = models.init_params(cfg, np.random.default_rng(0))
+    x = np.random.default_rng(1).standard_normal((3, 6, 2))
+
+    def out(xb, ids):
+        return models.forward(p, state, cfg, xb, None, np.random.default_rng(5), True, example_ids=ids)[0]
+
+    batch = out(x, np.array([10, 11, 12]))
+    # equal up to the summation order of a GEMM over another batch size
+    np.testing.assert_allclose(out(x[1:2], np.array([11])), batch[1:2], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out(x[::-1], np.array([12, 11, 10])), batch[::-1], rtol=1e-12, atol=1e-14)
+    assert not np.allclose(out(x[1:2], np.array([13])), batch[1:2])

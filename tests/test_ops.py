@@ -179,7 +179,7 @@ def test_batch_norm_eval():
 def test_dropout_mask_tied_over_time_and_scaled():
     p = 0.25
     x = np.ones((400, 50, 7))
-    y, _ = ops.dropout(x, p, _rng(7), train=True)
+    y, _ = ops.dropout(x, p, _rng(7).random(x.shape[:2]), train=True)
     assert set(np.unique(y)) == {0.0, 1.0 / (1.0 - p)}
     np.testing.assert_array_equal(y, y[:, :, :1] * np.ones((1, 1, 7)))     # one draw per (b, h)
     kept = np.mean(y[:, :, 0] > 0)
@@ -190,12 +190,12 @@ def test_dropout_vjp_with_fixed_mask():
     rng = _rng(8)
     p = 0.4
     x, w = rng.normal(size=(3, 4, 5)), rng.normal(size=(3, 4, 5))
-    y, ctx = ops.dropout(x, p, np.random.default_rng(123), train=True)
+    y, ctx = ops.dropout(x, p, np.random.default_rng(123).random(x.shape[:2]), train=True)
     mask = y / x                                                           # the mask the forward used
     assert 0 < np.count_nonzero(mask) < mask.size
     np.testing.assert_allclose(ops.dropout_vjp(ctx, w), w * mask, rtol=1e-12)
     # the same seed gives the same mask, so the loss is a fixed function of x
-    check_vjp(lambda x: np.sum(w * ops.dropout(x, p, np.random.default_rng(123), True)[0]),
+    check_vjp(lambda x: np.sum(w * ops.dropout(x, p, np.random.default_rng(123).random(x.shape[:2]), True)[0]),
               [ops.dropout_vjp(ctx, w)], [x], autograd_loss=lambda x: anp.sum(w * mask * x))
 
 
@@ -332,9 +332,10 @@ BAD = [
     (lambda: ops.batch_norm(X3, H4, np.ones(2), H4, H4, False), r"beta must have shape \(4,\)"),
     (lambda: ops.channel_affine(X3, np.ones(3), H4), r"alpha must have shape \(4,\)"),
     (lambda: ops.batch_norm(X3, H4, H4, H4, H4, "yes"), "train must be one of"),
-    (lambda: ops.dropout(X3, 1.0, _rng(), True), r"p must lie in \[0, 1\)"),
-    (lambda: ops.dropout(X3, -0.1, _rng(), True), r"p must lie in \[0, 1\)"),
-    (lambda: ops.dropout(X3, 0.5, 0, True), "rng must be a numpy.random.Generator"),
+    (lambda: ops.dropout(X3, 1.0, np.zeros((2, 4)), True), r"p must lie in \[0, 1\)"),
+    (lambda: ops.dropout(X3, -0.1, np.zeros((2, 4)), True), r"p must lie in \[0, 1\)"),
+    (lambda: ops.dropout(X3, 0.5, np.ones((2, 4)), True), r"u must lie in \[0, 1\)"),
+    (lambda: ops.dropout(X3, 0.5, np.zeros((2, 3)), True), r"u must have shape \(2, 4\)"),
     (lambda: ops.embedding(np.array([[0.0, 1.0]]), np.ones((3, 2))), "tokens must be a 2-D integer array"),
     (lambda: ops.embedding(np.array([[0, 3]]), np.ones((3, 2))), r"tokens must lie in \[0, 2\]"),
     (lambda: ops.masked_mean(X3, np.ones((2, 3))), "mask must be a boolean array"),

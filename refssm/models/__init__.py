@@ -243,7 +243,6 @@ def _readout_steps(cfg, mask, B, L):
 
 def network(t, cfg, x, mask, env):
     """Encoder and residual blocks on the tape: x -> h (Var (B, H, L)) and per-layer stats."""
-    rng, train = env["rng"], env["train"]
     core = MODULES[cfg["model"]].core
     if cfg["vocab_size"] is None:
         h = t.op("linear", t.input(np.moveaxis(x, -1, 1)), t.param("enc.W"), t.param("enc.b"))  # (B, H, L)
@@ -256,7 +255,7 @@ def network(t, cfg, x, mask, env):
         if cfg["prenorm"] and cfg["norm"] is not None:
             z = layers.norm_layer(t, cfg, pre + "norm.", z, env)
         o, st = core(t, cfg, pre, z, env)
-        h = t.op("add", h, t.op("dropout", o, cfg["dropout"], rng, train))
+        h = t.op("add", h, layers.dropout(t, cfg, pre + "dropout", o, env))
         if not cfg["prenorm"] and cfg["norm"] is not None and not cfg["postnorm_bug"]:
             h = layers.norm_layer(t, cfg, pre + "norm.", h, env)
         stats.append(st)
@@ -282,18 +281,28 @@ def head(t, cfg, h, mask):
     return t.call(_squeeze, _squeeze_vjp, out) if cfg["head"] == "value" else out
 
 
-def forward(p, state, cfg, x, mask, rng, train, aux=None):
+def forward(p, state, cfg, x, mask, rng, train, aux=None, example_ids=None):
     """The network's outputs (see HEADS), e.g. logits (B, n_classes) for classification.
 
     x: (B, L, d_input) float or (B, L) int tokens ((B, 2, L, ...) for head "retrieval"); mask (B, L)
-    bool (valid steps; (B, 2, L) for pairs), or None. rng: numpy Generator for dropout and stochastic
-    spikes. train: batch statistics and dropout on. aux: optional fixed extras, e.g. {"sdn": SDN weights}.
+    bool (valid steps; (B, 2, L) for pairs), or None. rng: numpy Generator; one key is drawn from it per
+    call for the noise of dropout and stochastic spikes, which is then derived per example from
+    example_ids ((B,) integers, default 0..B-1; layers.Noise). train: batch statistics and dropout on.
+    aux: optional fixed extras, e.g. {"sdn": SDN weights}.
     Returns (outputs, cache, new_state, stats): cache is what `backward` needs (the tape), stats a list,
     per layer, of dict(spikes, sites, ac, mac) and a last entry for encoder + decoder MACs.
     """
     p, state, x, mask = _check_inputs(p, state, cfg, x, mask)
     choice("train", train, (True, False))
-    env = dict(rng=rng, train=train, state=state, new_state=dict(state), aux=aux or {})
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    ids = np.arange(x.shape[0]) if example_ids is None else np.asarray(example_ids)
+    if ids.shape != (x.shape[0],) or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"example_ids must be ({x.shape[0]},) integers, one per example, got {ids.dtype} {ids.shape}")
+    if cfg["head"] == "retrieval":                                             # second documents: other noise
+        ids = np.concatenate([2 * ids, 2 * ids + 1])
+    noise = layers.Noise(rng.integers(2**63), ids)
+    env = dict(train=train, state=state, new_state=dict(state), aux=aux or {}, noise=noise)
     if cfg["head"] == "retrieval":                                             # both sequences, one batch
         x = np.concatenate([x[:, 0], x[:, 1]])
         mask = None if mask is None else np.concatenate([mask[:, 0], mask[:, 1]])
@@ -335,9 +344,9 @@ def loss_vjp(cfg, ctx):
     return ops.mse_vjp(ctx) if cfg["head"] == "value" else ops.cross_entropy_vjp(ctx)
 
 
-def loss_and_grads(p, state, cfg, x, y, mask, rng, train=True, aux=None):
+def loss_and_grads(p, state, cfg, x, y, mask, rng, train=True, aux=None, example_ids=None):
     """The head's loss, gradients, new BN state, outputs and per-layer stats for one batch."""
-    outputs, cache, new_state, stats = forward(p, state, cfg, x, mask, rng, train, aux)
+    outputs, cache, new_state, stats = forward(p, state, cfg, x, mask, rng, train, aux, example_ids)
     value, ctx = loss(cfg, outputs, y, mask)
     grads = backward(p, cfg, cache, loss_vjp(cfg, ctx))
     return value, grads, new_state, outputs, stats

@@ -14,6 +14,7 @@ log_dt, C_re, C_im (and Cb_re, Cb_im for the backward direction): `layer_kernel`
 chain from these real parameters to K through refssm.ssm (or refssm.fractional for LongSpike).
 """
 
+import zlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -57,6 +58,51 @@ def norm_state(prefix, cfg):
     if cfg["norm"] != "batch":
         return {}
     return {prefix + "mean": np.zeros(cfg["H"]), prefix + "var": np.ones(cfg["H"])}
+
+
+# --------------------------------------------------------------------------------------------------
+# Noise: per example, per site
+# --------------------------------------------------------------------------------------------------
+
+class Noise:
+    """The uniform random numbers of dropout masks and stochastic spikes, one stream per example and site.
+
+    Example b's uniforms at site s (a name such as "layers.0.sample_in") come from their own generator,
+    default_rng([key, example_ids[b], crc32(s)]), with `key` drawn once per batch from the training
+    Generator. So a batch's noise depends on which examples it holds, not on how they are batched or
+    split over processes (data-parallel training relies on it), and a time series of uniforms is drawn
+    time-major, (L, H) per example, so that step-by-step inference draws the same numbers one step at a
+    time (`stream`).
+    """
+
+    def __init__(self, key, example_ids):
+        self.key, self.ids = int(key), [int(i) for i in example_ids]
+
+    def stream(self, site):
+        """One Generator per example for `site`."""
+        crc = zlib.crc32(site.encode())
+        return [np.random.default_rng([self.key, i, crc]) for i in self.ids]
+
+    def masks(self, site, H):
+        """(B, H) uniforms, e.g. a dropout mask tied across time."""
+        return np.stack([g.random(H) for g in self.stream(site)])
+
+    def series(self, site, H, L, dtype):
+        """(B, H, L) uniforms, drawn time-major (L, H) per example."""
+        return np.stack([g.random((L, H)).T for g in self.stream(site)]).astype(dtype)
+
+
+def dropout(t, cfg, site, x, env):
+    """Dropout (mask tied across time, drawn from the per-example noise) on the tape."""
+    if not env["train"] or cfg["dropout"] == 0:
+        return x
+    return t.op("dropout", x, cfg["dropout"], env["noise"].masks(site, x.shape[1]), True)
+
+
+def sample(t, site, p, env):
+    """Stochastic spikes s = 1[U < clamp(p, 0, 1)] with U from the per-example noise, on the tape."""
+    B, H, L = p.shape
+    return t.op("sample", p, env["noise"].series(site, H, L, p.value.dtype))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -32,12 +32,11 @@ def layer_params(cfg):
 
 def core(t, cfg, pre, z, env):
     B, H, L = z.shape
-    rng, train = env["rng"], env["train"]
-    s_in = t.op("sample", z, rng)
+    s_in = layers.sample(t, pre + "sample_in", z, env)
     v = t.op("gelu", layers.ssm_layer(t, cfg, pre, s_in))
-    r = t.op("channel_affine", t.op("dropout", v, cfg["dropout"], rng, train), t.param(pre + "out.alpha"),
+    r = t.op("channel_affine", layers.dropout(t, cfg, pre + "core_dropout", v, env), t.param(pre + "out.alpha"),
              t.param(pre + "out.beta"))
-    s_out = t.op("sample", r, rng)
+    s_out = layers.sample(t, pre + "sample_out", r, env)
     o = t.op("gelu", t.op("linear", s_out, t.param(pre + "mix.W"), t.param(pre + "mix.b")))
     stats = layers.spike_stats(s_in.value, 0, layers.ssm_macs(cfg, B, L) + B * L * H)
     out = layers.spike_stats(s_out.value, H, 0)

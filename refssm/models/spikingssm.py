@@ -53,7 +53,7 @@ def lif_neuron(t, cfg, pre, y, env):
 
 def glu_mixing(t, cfg, pre, s, env):
     """o = GLU(W dropout(s) + b)."""
-    sd = t.op("dropout", s, cfg["dropout"], env["rng"], env["train"])
+    sd = layers.dropout(t, cfg, pre + "core_dropout", s, env)
     return t.op("glu", t.op("linear", sd, t.param(pre + "mix.W"), t.param(pre + "mix.b")))
 
 
