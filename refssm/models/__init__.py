@@ -319,6 +319,18 @@ def forward(p, state, cfg, x, mask, rng, train, aux=None, example_ids=None):
     return out.value, (t, out, p), env["new_state"], stats
 
 
+def hidden(p, state, cfg, x, mask, rng, aux=None, example_ids=None):
+    """The hidden states h (B, H, L) after the final norm, in evaluation mode, by the parallel forward:
+    what models.stream.step computes one step at a time."""
+    p, state, x, mask = _check_inputs(p, state, cfg, x, mask)
+    ids = np.arange(x.shape[0]) if example_ids is None else np.asarray(example_ids)
+    env = dict(train=False, state=state, new_state=dict(state), aux=aux or {},
+               noise=layers.Noise(rng.integers(2**63), ids))
+    with trusted():
+        h, _ = network(Tape(p, cfg["backend"]), cfg, x, mask, env)
+    return h.value
+
+
 def backward(p, cfg, cache, g_out):
     """Gradients of all parameters (dict like p, in the training dtype) given dL/d(outputs). Consumes the cache."""
     t, out, p_used = cache

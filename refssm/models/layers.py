@@ -77,11 +77,15 @@ class Noise:
 
     def __init__(self, key, example_ids):
         self.key, self.ids = int(key), [int(i) for i in example_ids]
+        self._streams = {}
 
     def stream(self, site):
-        """One Generator per example for `site`."""
-        crc = zlib.crc32(site.encode())
-        return [np.random.default_rng([self.key, i, crc]) for i in self.ids]
+        """One Generator per example for `site`, created on first use and then continued (so a site drawn
+        one step at a time gets the numbers a whole-series draw gets)."""
+        if site not in self._streams:
+            crc = zlib.crc32(site.encode())
+            self._streams[site] = [np.random.default_rng([self.key, i, crc]) for i in self.ids]
+        return self._streams[site]
 
     def masks(self, site, H):
         """(B, H) uniforms, e.g. a dropout mask tied across time."""
@@ -222,7 +226,10 @@ def _conv_vjp(ctx, gy):
 
 
 def ssm_layer(t, cfg, pre, z):
-    """y = K * z + D z on the tape. z: Var (B, H, L) -> Var (B, H, L)."""
+    """y = K * z + D z on the tape. z: Var (B, H, L) -> Var (B, H, L). On a streaming tape
+    (refssm.models.stream.StepTape), one step of the kernel's recurrence instead."""
+    if hasattr(t, "ssm_step"):
+        return t.ssm_step(cfg, pre, z)
     names = kernel_param_names(t.params, cfg, pre)
     K = t.call(_kernel_fwd, _kernel_vjp, *(t.param(n) for n in names), p_names=names, cfg=cfg, pre=pre,
                L=z.shape[-1])
