@@ -378,7 +378,7 @@ CASES = [
     _case("longspike", bidirectional=True, prenorm=True, norm="layer"),
     _case("longspike", lif_gradient="bptt"),
     _case("longspike", neuron="sdn"),
-    _case("longspike", backend="numba", frac_method="soe_decoupled"),
+    _case("longspike", backend="numba", prenorm=True, norm="layer"),
     _case("binary_s4d", backend="numba", mixing="gsu", bidirectional=True),
     _case("pspikessm", backend="numba"),
 ]

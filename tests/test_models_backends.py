@@ -58,8 +58,7 @@ def test_numba_backend_equals_numpy(model, opts):
     np.testing.assert_allclose(logits_nb, logits_np, rtol=1e-9, atol=1e-12)
     assert set(g_nb) == set(g_np)
     for k in g_np:
-        np.testing.assert_allclose(g_nb[k], g_np[k], rtol=1e-8, atol=1e-8 * max(np.abs(g_np[k]).max(), 1e-12),
-                                   err_msg=k)
+        np.testing.assert_allclose(g_nb[k], g_np[k], rtol=1e-8, atol=1e-8 * _scale(g_np, k), err_msg=k)
 
 
 @pytest.mark.parametrize("model, opts", CASES, ids=[f"{m}-{o}" for m, o in CASES])
@@ -72,4 +71,11 @@ def test_float32_follows_float64(model, opts, backend):
     np.testing.assert_allclose(loss32, loss64, rtol=1e-5)
     for k in g64:
         assert g32[k].dtype == np.float32, k
-        np.testing.assert_allclose(g32[k], g64[k], rtol=0, atol=2e-3 * max(np.abs(g64[k]).max(), 1e-6), err_msg=k)
+        np.testing.assert_allclose(g32[k], g64[k], rtol=0, atol=2e-3 * _scale(g64, k), err_msg=k)
+
+
+def _scale(grads, k):
+    """The scale of parameter k's gradient: its largest entry, but at least 1e-4 of the largest gradient of
+    any parameter (some gradients are exactly zero in exact arithmetic, e.g. the encoder bias under a
+    following BatchNorm, and hold only rounding noise)."""
+    return max(np.abs(grads[k]).max(), 1e-4 * max(np.abs(g).max() for g in grads.values()))
