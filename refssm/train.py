@@ -1,26 +1,38 @@
 """Training loop: AdamW with parameter groups, cosine schedule with warm-up, gradient clipping,
-metrics (accuracy, loss, spike rate per layer, energy), atomic HDF5 checkpoints and exact resume.
+metrics (loss, accuracy, perplexity, spike rate per layer, energy), atomic HDF5 checkpoints, the best
+checkpoint on validation kept beside the last one, a metrics log, and exact resume.
+
+The task decides the head (refssm.models.HEADS): class targets train a classifier (token pairs: the
+retrieval dual encoder), "sequence" targets the per-step readout, "value" targets a regression, "lm"
+targets a causal language model (LayerNorm pre-norm, causal kernel: the papers' LM setting).
 
 Determinism: the parameters are drawn from default_rng(seed); epoch e visits the training split in
 the order of default_rng([seed, 1, e]); dropout and stochastic spikes draw from one training
 Generator seeded with [seed, 2], whose state is saved in every checkpoint; evaluation draws from a
 fresh default_rng([seed, 3]). A run resumed from a checkpoint therefore replays exactly the steps an
 uninterrupted run would have taken, and ends with the same parameters bit for bit.
+
+A run directory holds checkpoint.h5 (the last), best.h5 (the best on validation), metrics.jsonl (one
+JSON object per step and per epoch) and, after `refssm plot`, curves.png.
 """
 
+import json
+import math
 import os
 import sys
 import time
 
 import numpy as np
 
-from refssm import backend, checkpoint, models, ops, optim
+from refssm import backend, checkpoint, models, optim
 from refssm._checks import in_range, positive_int
 from refssm._memory import reuse_freed_memory
 
 TRAIN_DEFAULTS = dict(task="digits", data_dir=None, epochs=10, batch_size=32, lr=0.01, weight_decay=0.01, ssm_lr=1e-3,
                       warmup=0.1, clip=1.0, seed=0, ckpt_every=0)
-CKPT_NAME = "checkpoint.h5"
+CKPT_NAME, BEST_NAME, METRICS_NAME = "checkpoint.h5", "best.h5", "metrics.jsonl"
+# model options a head needs unless the user sets them (the papers' LM configuration, reference notes A3.4)
+HEAD_DEFAULTS = {"lm": dict(norm="layer", prenorm=True, bidirectional=False)}
 
 
 def _train_rng(seed):
@@ -39,35 +51,76 @@ def _aux(cfg):
 
 
 def _task(name, data_dir=None):
-    """The task's Dataset (files from data_dir for tasks that read them); refssm train handles
-    single-sequence classification tasks."""
+    """The task's Dataset (files from data_dir for tasks that read them)."""
     from refssm import datasets
-    data = datasets.load(name, **({} if data_dir is None else {"data_dir": data_dir}))
-    if data.target != "class" or data.train.lengths.ndim != 1:
-        raise ValueError(f"task must be a single-sequence classification task for refssm train; "
-                         f"{name!r} has target {data.target!r}")
-    return data
+    return datasets.load(name, **({} if data_dir is None else {"data_dir": data_dir}))
+
+
+def head_of(data):
+    """(head, n_targets) for a dataset: its target kind decides the head (module doc)."""
+    if data.target == "class":
+        return ("retrieval" if data.train.lengths.ndim == 2 else "class"), 1
+    if data.target == "sequence":
+        return "sequence", int(data.train.y.shape[1])
+    return data.target, 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------------
+
+def _hits(cfg, outputs, y, mask):
+    """(correct, counted) predictions of one batch: argmax over classes at every scored position."""
+    if cfg["head"] == "value":
+        return 0, 0
+    pred = np.argmax(outputs, axis=1)
+    if cfg["head"] == "lm":
+        return int(np.sum((pred == y) & mask)), int(mask.sum())
+    return int(np.sum(pred == y)), int(pred.size)
+
+
+def _weight(cfg, y, mask):
+    """How many scored positions a batch's loss averages over (to average losses over batches)."""
+    return int(mask.sum()) if cfg["head"] == "lm" else len(y)
+
+
+def summarize(cfg, loss, correct, counted):
+    """The head's metrics from a mean loss: accuracy; for LMs perplexity and bits per token."""
+    out = dict(loss=loss)
+    if counted:
+        out["acc"] = correct / counted
+    if cfg["head"] == "lm":
+        out["ppl"], out["bits_per_token"] = math.exp(min(loss, 700.0)), loss / math.log(2)
+    return out
 
 
 def evaluate(params, state, cfg, split, batch_size, seed, aux=None):
-    """Accuracy, mean loss, spike rate per layer and energy per example (uJ) on a dataset split."""
+    """The head's metrics (loss, acc, ...), spike rate per layer and energy per example (uJ) on a split."""
     from refssm.datasets import batches
 
     rng = np.random.default_rng([seed, 3])
-    n = correct = 0
+    n = weight = correct = counted = 0
     loss_sum = 0.0
     totals = None
     for x, y, mask in batches(split, batch_size, shuffle=False):
-        logits, _, _, stats = models.forward(params, state, cfg, x, mask, rng, train=False, aux=aux)
-        loss, _ = ops.cross_entropy(logits, y)
-        loss_sum += loss * len(y)
-        correct += int(np.sum(np.argmax(logits, axis=1) == y))
-        n += len(y)
+        outputs, _, _, stats = models.forward(params, state, cfg, x, mask, rng, train=False, aux=aux)
+        loss, _ = models.loss(cfg, outputs, y, mask)
+        w = _weight(cfg, y, mask)
+        loss_sum, weight, n = loss_sum + loss * w, weight + w, n + len(y)
+        c, k = _hits(cfg, outputs, y, mask)
+        correct, counted = correct + c, counted + k
         totals = stats if totals is None else [{k: a[k] + b[k] for k in a} for a, b in zip(totals, stats)]
     rates = [s["spikes"] / s["sites"] for s in totals if s["sites"] > 0]
     spikes, sites = sum(s["spikes"] for s in totals), sum(s["sites"] for s in totals)
-    return dict(acc=correct / n, loss=loss_sum / n, spike_rate=spikes / sites, layer_rates=rates,
+    return dict(summarize(cfg, loss_sum / weight, correct, counted), spike_rate=spikes / sites, layer_rates=rates,
                 energy_uJ=models.energy_uJ(totals) / n)
+
+
+def _better(cfg, new, old):
+    """Is validation result `new` better than `old` (accuracy where there is one, else lower loss)?"""
+    if old is None:
+        return True
+    return new["acc"] > old["acc"] if "acc" in new else new["loss"] < old["loss"]
 
 
 def _lr_and_decay(cfg, lr, ssm_lr, weight_decay):
@@ -79,20 +132,28 @@ def _lr_and_decay(cfg, lr, ssm_lr, weight_decay):
 
 
 class Progress:
-    """A one-line progress bar with running loss and accuracy (plain lines when not a terminal)."""
+    """A one-line progress bar on a terminal (stderr) with running loss, accuracy, examples/s and ETA."""
 
     def __init__(self, stream=sys.stderr):
         self.stream, self.tty = stream, stream.isatty()
 
-    def update(self, epoch, epochs, done, total, loss, acc):
+    def update(self, epoch, epochs, done, total, metrics, rate, eta):
         if self.tty:
             bar = "#" * int(20 * done / total)
-            self.stream.write(f"\repoch {epoch + 1}/{epochs} [{bar:<20}] {done}/{total} loss {loss:.4f} acc {acc:.3f}")
+            acc = f" acc {metrics['acc']:.3f}" if "acc" in metrics else ""
+            self.stream.write(f"\repoch {epoch + 1}/{epochs} [{bar:<20}] {done}/{total} loss {metrics['loss']:.4f}"
+                              f"{acc} {rate:.0f} ex/s ETA {_hms(eta)}\033[K")
             self.stream.flush()
 
-    def end_epoch(self, text):
-        self.stream.write(f"\r{text}\033[K\n" if self.tty else f"{text}\n")
-        self.stream.flush()
+    def clear(self):
+        if self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _hms(seconds):
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _check_options(options):
@@ -112,32 +173,73 @@ def _check_options(options):
     return opts
 
 
-def run(model="spikingssm", out="runs/default", resume=False, stop_after=None, log=print, progress=None,
+# options a resumed run may change: more epochs extend the cosine schedule from where it stands
+RESUMABLE = ("epochs",)
+
+
+def _resume_conflicts(saved_cfg, saved_opts, model, model_overrides, options):
+    """Flags given with --resume that contradict the saved run -> a clear error; `epochs` may grow."""
+    bad = []
+    if model is not None and model != saved_cfg["model"]:
+        bad.append(f"model={model!r} (the run is {saved_cfg['model']!r})")
+    for k, v in (model_overrides or {}).items():
+        if saved_cfg.get(k) != v:
+            bad.append(f"{k}={v!r} (the run has {saved_cfg.get(k)!r})")
+    for k, v in options.items():
+        if k == "epochs" and v >= saved_opts["epochs"]:
+            continue
+        if saved_opts.get(k) != v:
+            bad.append(f"{k}={v!r} (the run has {saved_opts.get(k)!r})")
+    if bad:
+        raise ValueError("--resume continues a run as it was configured; these flags contradict it: "
+                         + ", ".join(bad) + ". Only --epochs may grow; start a new run with another --out instead")
+
+
+def run(model="spikingssm", out=None, resume=False, force=False, stop_after=None, log=print, progress=None,
         model_overrides=None, **train_options):
     """Train `model` on `train_options["task"]`, checkpointing to `out`/checkpoint.h5.
 
-    resume: continue from `out`/checkpoint.h5 (the model and training options are read from it).
-    stop_after: stop (after checkpointing) once this many optimizer steps are done in total (used to
-    test resumption; a run killed at any moment resumes from its last checkpoint the same way).
-    Returns the summary dict of the final test evaluation.
+    out: the run directory (default runs/<model>-<task>). A directory that already holds a run is never
+    overwritten unless force=True; resume=True continues it instead (the model and training options
+    are read from its checkpoint; a flag that contradicts them is an error, except more epochs).
+    stop_after: stop (after checkpointing) once this many optimizer steps are done in total.
+    Ctrl-C saves a checkpoint and says how to resume. Returns the summary dict of the final test
+    evaluation (None when stopped early).
     """
     reuse_freed_memory()
-    path = os.path.join(out, CKPT_NAME)
     if resume:
+        if out is None:
+            out = os.path.join("runs", f"{model or 'spikingssm'}-{train_options.get('task', TRAIN_DEFAULTS['task'])}")
+        path = os.path.join(out, CKPT_NAME)
         ckpt = checkpoint.load(path)
         opts, cfg = ckpt.config["train"], models.upgrade_config(ckpt.config["model"])
+        _resume_conflicts(cfg, opts, model, model_overrides, train_options)
+        opts = dict(opts, **{k: v for k, v in train_options.items() if k in RESUMABLE})
         data = _task(opts["task"], opts["data_dir"])
         params, opt_state, state, step = ckpt.params, ckpt.opt_state, ckpt.extra or {}, ckpt.step
         rng = np.random.default_rng()
         rng.bit_generator.state = ckpt.rng_state
+        best = ckpt.config.get("best")
         log(f"resumed {path} at step {step}")
     else:
+        model = model or "spikingssm"
         opts = _check_options(train_options)
+        out = out or os.path.join("runs", f"{model}-{opts['task']}")
+        path = os.path.join(out, CKPT_NAME)
+        if os.path.exists(path) and not force:
+            raise ValueError(f"--out {out} already holds a run ({CKPT_NAME}); continue it with --resume, "
+                             f"overwrite it with --force, or choose another --out")
         data = _task(opts["task"], opts["data_dir"])
+        head, n_targets = head_of(data)
+        overrides = dict(HEAD_DEFAULTS.get(head, {}), head=head, n_targets=n_targets, **(model_overrides or {}))
         cfg = models.make_config(model, d_input=data.d_input, vocab_size=data.vocab_size,
-                                 n_classes=data.n_classes, **(model_overrides or {}))
+                                 n_classes=data.n_classes, **overrides)
         params, state = models.init_params(cfg, np.random.default_rng(opts["seed"]))
-        opt_state, step, rng = optim.adamw_init(params), 0, _train_rng(opts["seed"])
+        opt_state, step, rng, best = optim.adamw_init(params), 0, _train_rng(opts["seed"]), None
+        if force and os.path.isdir(out):
+            for name in (CKPT_NAME, BEST_NAME, METRICS_NAME, "curves.png"):
+                if os.path.exists(os.path.join(out, name)):
+                    os.remove(os.path.join(out, name))
     aux = _aux(cfg)
     n_train = len(data.train)
     steps_per_epoch = -(-n_train // opts["batch_size"])
@@ -146,50 +248,91 @@ def run(model="spikingssm", out="runs/default", resume=False, stop_after=None, l
     base_lr, decay = _lr_and_decay(cfg, opts["lr"], opts["ssm_lr"], opts["weight_decay"])
     progress = progress or Progress()
     n_params = sum(v.size for v in params.values())
-    log(f"model={cfg['model']} task={opts['task']} params={n_params} train={n_train} val={len(data.val)} "
-        f"test={len(data.test)} epochs={opts['epochs']} steps={total} backend={cfg['backend']} "
-        f"({backend.resolve(cfg['backend'])}) dtype={cfg['dtype']}")
+    log(f"model={cfg['model']} task={opts['task']} head={cfg['head']} params={n_params} train={n_train} "
+        f"val={len(data.val)} test={len(data.test)} epochs={opts['epochs']} steps={total} "
+        f"backend={cfg['backend']} ({backend.resolve(cfg['backend'])}) dtype={cfg['dtype']} out={out}")
+    os.makedirs(out, exist_ok=True)
+    metrics_log = open(os.path.join(out, METRICS_NAME), "a")
 
-    def save():
-        checkpoint.save(path, params=params, opt_state=opt_state, step=step,
-                        config={"model": cfg, "train": opts}, rng_state=rng.bit_generator.state, extra=state)
+    def save(where=path):
+        checkpoint.save(where, params=params, opt_state=opt_state, step=step,
+                        config={"model": cfg, "train": opts, "best": best}, rng_state=rng.bit_generator.state,
+                        extra=state)
+
+    def record(entry):
+        metrics_log.write(json.dumps(entry) + "\n")
+        metrics_log.flush()
 
     from refssm.datasets import batches
 
-    os.makedirs(out, exist_ok=True)
     t0 = time.time()
-    for epoch in range(step // steps_per_epoch, opts["epochs"]):
-        seen = correct = 0
-        loss_sum = 0.0
-        for b, (x, y, mask) in enumerate(batches(data.train, opts["batch_size"], rng=_epoch_rng(opts["seed"], epoch))):
-            if epoch * steps_per_epoch + b < step:
-                continue                                                       # replayed on resume
-            loss, grads, state, logits, _ = models.loss_and_grads(params, state, cfg, x, y, mask, rng, True, aux)
-            if opts["clip"] > 0:
-                grads, _ = optim.clip_grad_norm(grads, opts["clip"])
-            scale = optim.cosine_schedule(step, total, warmup, 1.0)
-            params, opt_state = optim.adamw_step(params, grads, opt_state,
-                                                 lr={k: v * scale for k, v in base_lr.items()}, weight_decay=decay)
-            step += 1
-            seen += len(y)
-            loss_sum += loss * len(y)
-            correct += int(np.sum(np.argmax(logits, axis=1) == y))
-            progress.update(epoch, opts["epochs"], b + 1, steps_per_epoch, loss_sum / seen, correct / seen)
-            if (opts["ckpt_every"] and step % opts["ckpt_every"] == 0) or step == stop_after:
-                save()
-            if step == stop_after:
-                log(f"stopped after step {step}; resume with --resume")
-                return None
+    step0 = step
+    try:
+        for epoch in range(step // steps_per_epoch, opts["epochs"]):
+            weight = correct = counted = 0
+            loss_sum = 0.0
+            for b, (x, y, mask) in enumerate(batches(data.train, opts["batch_size"],
+                                                     rng=_epoch_rng(opts["seed"], epoch))):
+                if epoch * steps_per_epoch + b < step:
+                    continue                                                   # replayed on resume
+                t_step = time.time()
+                loss, grads, state, outputs, stats = models.loss_and_grads(params, state, cfg, x, y, mask, rng, True,
+                                                                           aux)
+                if opts["clip"] > 0:
+                    grads, _ = optim.clip_grad_norm(grads, opts["clip"])
+                scale = optim.cosine_schedule(step, total, warmup, 1.0)
+                params, opt_state = optim.adamw_step(params, grads, opt_state,
+                                                     lr={k: v * scale for k, v in base_lr.items()}, weight_decay=decay)
+                step += 1
+                w = _weight(cfg, y, mask)
+                loss_sum, weight = loss_sum + loss * w, weight + w
+                c, k = _hits(cfg, outputs, y, mask)
+                correct, counted = correct + c, counted + k
+                running = summarize(cfg, loss_sum / weight, correct, counted)
+                record(dict(step=step, epoch=epoch + 1, loss=loss, **({"acc": c / k} if k else {}),
+                            lr=opts["lr"] * scale, spike_rate=[s["spikes"] / s["sites"] for s in stats if s["sites"]],
+                            seconds=time.time() - t_step))
+                elapsed = time.time() - t0
+                rate = (step - step0) * opts["batch_size"] / max(elapsed, 1e-9)
+                progress.update(epoch, opts["epochs"], b + 1, steps_per_epoch, running,
+                                rate, (total - step) * opts["batch_size"] / max(rate, 1e-9))
+                if (opts["ckpt_every"] and step % opts["ckpt_every"] == 0) or step == stop_after:
+                    save()
+                if step == stop_after:
+                    progress.clear()
+                    log(f"stopped after step {step}; resume with: refssm train --resume --out {out}")
+                    return None
+            val = evaluate(params, state, cfg, data.val, 256, opts["seed"], aux)
+            if _better(cfg, val, best):
+                best = dict(epoch=epoch + 1, **{k: v for k, v in val.items() if k in ("acc", "loss")})
+                save(os.path.join(out, BEST_NAME))
+            save()
+            progress.clear()
+            record(dict(step=step, epoch=epoch + 1, **{"val_" + k: v for k, v in val.items()}))
+            train_metrics = summarize(cfg, loss_sum / max(weight, 1), correct, counted)
+            log(f"epoch {epoch + 1}/{opts['epochs']} "
+                + " ".join(f"train_{k} {v:.4f}" for k, v in train_metrics.items() if k in ("loss", "acc"))
+                + " " + " ".join(f"val_{k} {v:.4f}" for k, v in val.items() if k in ("loss", "acc", "ppl"))
+                + f" spike_rate {val['spike_rate']:.3f} ({time.time() - t0:.0f}s)")
+    except KeyboardInterrupt:
+        progress.clear()
         save()
-        val = evaluate(params, state, cfg, data.val, 256, opts["seed"], aux)
-        progress.end_epoch(f"epoch {epoch + 1}/{opts['epochs']} train_loss {loss_sum / max(seen, 1):.4f} "
-                           f"train_acc {correct / max(seen, 1):.3f} val_acc {val['acc']:.3f} "
-                           f"spike_rate {val['spike_rate']:.3f} ({time.time() - t0:.0f}s)")
+        log(f"interrupted at step {step}: checkpoint saved to {path}; resume with: refssm train --resume --out {out}")
+        raise
+    finally:
+        metrics_log.close()
+    used = "last"
+    if best is not None and os.path.exists(os.path.join(out, BEST_NAME)):
+        ckpt_best = checkpoint.load(os.path.join(out, BEST_NAME))
+        params, state, used = ckpt_best.params, ckpt_best.extra or {}, f"best (epoch {best['epoch']})"
     test = evaluate(params, state, cfg, data.test, 256, opts["seed"], aux)
-    summary = dict(model=cfg["model"], task=opts["task"], test_acc=test["acc"], test_loss=test["loss"],
+    summary = dict(model=cfg["model"], task=opts["task"], **{"test_" + k: v for k, v in test.items()
+                                                            if k not in ("layer_rates", "spike_rate", "energy_uJ")},
                    spike_rate=test["spike_rate"], energy_uJ=test["energy_uJ"], steps=step,
-                   seconds=time.time() - t0, checkpoint=path)
+                   seconds=time.time() - t0, checkpoint=os.path.join(out, BEST_NAME if used != "last" else CKPT_NAME),
+                   evaluated=used.split()[0])
     log("spike rate per layer: " + " ".join(f"{r:.3f}" for r in test["layer_rates"]))
+    log(f"test metrics from the {used} checkpoint")
     log(format_summary(summary))
     return summary
 
@@ -200,14 +343,26 @@ def format_summary(summary):
 
 
 # --------------------------------------------------------------------------------------------------
-# Command line: refssm train / eval / info
+# Command line: refssm train / eval / info / plot
 # --------------------------------------------------------------------------------------------------
 
 # model options settable from the command line: flag -> (config key, type)
 _MODEL_FLAGS = {"H": int, "N": int, "layers": int, "dropout": float, "norm": str, "backend": str, "dtype": str,
                 "neuron": str, "lif_gradient": str, "reset": str, "surrogate": str, "mixing": str, "alpha": float,
                 "frac_method": str, "tau": float}
-_FLAG_CHOICES = {"backend": backend.BACKENDS, "dtype": backend.DTYPES}
+
+
+def _flag(key):
+    return "--" + ("layers" if key == "n_layers" else key).replace("_", "-")
+
+
+def _as_flag_error(err, keys):
+    """A ValueError about option `key` ("epochs must be ...") reworded for the flag ("--epochs must be ...")."""
+    msg = str(err)
+    for key in sorted(keys, key=len, reverse=True):
+        if msg.startswith(key + " "):
+            return ValueError(_flag(key) + msg[len(key):])
+    return err
 
 
 def _cmd_train(args):
@@ -216,9 +371,14 @@ def _cmd_train(args):
     for flag in ("bidirectional", "prenorm", "postnorm_bug"):
         if getattr(args, flag):
             overrides[flag] = True
+    if args.causal:
+        overrides["bidirectional"] = False
     options = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
-    summary = run(args.model, args.out, resume=args.resume, stop_after=args.stop_after,
-                  model_overrides=overrides, **({} if args.resume else options))
+    try:
+        summary = run(args.model, args.out, resume=args.resume, force=args.force, stop_after=args.stop_after,
+                      model_overrides=overrides, **options)
+    except ValueError as e:
+        raise _as_flag_error(e, list(TRAIN_DEFAULTS) + list(overrides) + ["model"]) from None
     return 0 if summary is not None or args.stop_after else 1
 
 
@@ -226,11 +386,10 @@ def _cmd_eval(args):
     ckpt = checkpoint.load(args.checkpoint)
     cfg, opts = models.upgrade_config(ckpt.config["model"]), ckpt.config["train"]
     data = _task(opts["task"], opts["data_dir"])
-    test = evaluate(ckpt.params, ckpt.extra or {}, cfg, getattr(data, args.split), 256, opts["seed"], _aux(cfg))
-    print("spike rate per layer: " + " ".join(f"{r:.3f}" for r in test["layer_rates"]))
-    print(format_summary(dict(model=cfg["model"], task=opts["task"], split=args.split, acc=test["acc"],
-                              loss=test["loss"], spike_rate=test["spike_rate"], energy_uJ=test["energy_uJ"],
-                              step=ckpt.step)))
+    res = evaluate(ckpt.params, ckpt.extra or {}, cfg, getattr(data, args.split), 256, opts["seed"], _aux(cfg))
+    print("spike rate per layer: " + " ".join(f"{r:.3f}" for r in res["layer_rates"]))
+    print(format_summary(dict(model=cfg["model"], task=opts["task"], split=args.split,
+                              **{k: v for k, v in res.items() if k != "layer_rates"}, step=ckpt.step)))
     return 0
 
 
@@ -242,26 +401,106 @@ def _cmd_info(args):
         print(f"{section}: " + " ".join(f"{k}={v}" for k, v in ckpt.config[section].items()))
     print(f"parameters: {sum(v.size for v in ckpt.params.values())} in {len(ckpt.params)} arrays")
     for name, v in ckpt.params.items():
-        print(f"  {name:32s} {str(v.shape):14s} |x|max={np.abs(v).max():.3g}")
+        print(f"  {name:32s} {str(v.shape):14s} {str(v.dtype):8s} |x|max={np.abs(v).max():.3g}")
+    return 0
+
+
+def read_metrics(run_dir):
+    """The entries of run_dir/metrics.jsonl: (steps, epochs), lists of dicts."""
+    path = os.path.join(run_dir, METRICS_NAME)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: RUN must be a directory written by refssm train")
+    steps, epochs = [], []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                raise ValueError(f"{path}:{n}: not a JSON line") from None
+            (epochs if any(k.startswith("val_") for k in entry) else steps).append(entry)
+    return steps, epochs
+
+
+def plot(run_dir):
+    """Loss and accuracy curves (per step, smoothed; validation per epoch) and spike rate per layer, as
+    run_dir/curves.png. Needs matplotlib (`pip install 'refssm[plots]'`)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("refssm plot needs matplotlib: pip install 'refssm[plots]'") from None
+    steps, epochs = read_metrics(run_dir)
+    if not steps:
+        raise ValueError(f"{run_dir}/{METRICS_NAME} holds no training steps yet")
+    s = np.array([e["step"] for e in steps])
+    window = max(1, len(steps) // 50)
+
+    def smooth(v):
+        return np.convolve(v, np.ones(window) / window, mode="valid")
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    loss = np.array([e["loss"] for e in steps])
+    axes[0].plot(s[window - 1:], smooth(loss), label="train (smoothed)")
+    if epochs:
+        axes[0].plot([e["step"] for e in epochs], [e["val_loss"] for e in epochs], "o-", label="validation")
+    axes[0].set(xlabel="step", ylabel="loss", title="loss")
+    if "acc" in steps[0]:
+        axes[1].plot(s[window - 1:], smooth(np.array([e["acc"] for e in steps])), label="train (smoothed)")
+        if epochs and "val_acc" in epochs[0]:
+            axes[1].plot([e["step"] for e in epochs], [e["val_acc"] for e in epochs], "o-", label="validation")
+    axes[1].set(xlabel="step", ylabel="accuracy", title="accuracy")
+    rates = np.array([e["spike_rate"] for e in steps])
+    for layer in range(rates.shape[1] if rates.ndim == 2 else 0):
+        axes[2].plot(s[window - 1:], smooth(rates[:, layer]), label=f"layer {layer}")
+    axes[2].set(xlabel="step", ylabel="spikes per site", title="spike rate per layer (train)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.suptitle(os.path.abspath(run_dir))
+    fig.tight_layout()
+    out = os.path.join(run_dir, "curves.png")
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def _cmd_plot(args):
+    print(f"wrote {plot(args.run)}")
     return 0
 
 
 def add_parser(sub):
-    p = sub.add_parser("train", help="train a spiking SSM and report accuracy, spike rate and energy")
-    p.add_argument("--model", choices=models.MODELS, default="spikingssm")
-    p.add_argument("--out", default="runs/default", help="directory for checkpoint.h5 (default runs/default)")
-    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    from refssm import datasets
+
+    p = sub.add_parser("train", help="train a spiking SSM and report accuracy, spike rate and energy",
+                       description="Train a spiking SSM; the task's target picks the head (classification, "
+                       "retrieval, per-step sequence, regression, language model).")
+    p.add_argument("--model", choices=models.MODELS, default=None, help="default spikingssm")
+    p.add_argument("--out", default=None, help="run directory (default runs/MODEL-TASK)")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out (only --epochs may grow)")
+    p.add_argument("--force", action="store_true", help="overwrite a run already in --out")
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many optimizer steps in total")
     for k, v in TRAIN_DEFAULTS.items():
         p.add_argument("--" + k.replace("_", "-"), type=str if v is None else type(v), default=None,
-                       help=f"default {v}")
+                       choices=tuple(datasets.TASKS) if k == "task" else None,
+                       help=f"default {v}" if k != "data_dir" else "directory with the task's files")
+    choices = {"backend": backend.BACKENDS, "dtype": backend.DTYPES, "norm": ("batch", "layer"),
+               "neuron": ("lif", "sdn"), "lif_gradient": ("output", "bptt", "bptt_detach_reset"),
+               "reset": ("hard", "soft"), "mixing": ("glu", "gsu"),
+               "frac_method": ("gl", "gl_explicit", "soe_decoupled"),
+               "surrogate": ("triangle", "atan", "fast_sigmoid", "sigmoid", "rectangle")}
     for k, t in _MODEL_FLAGS.items():
-        default = models.COMMON.get(k)
-        p.add_argument("--" + k.replace("_", "-"), type=t, default=None, choices=_FLAG_CHOICES.get(k),
-                       help="model option" + (f" (default {default})" if default is not None else
-                                              " (defaults per model: refssm.models.MODEL_DEFAULTS)"))
-    for flag in ("bidirectional", "prenorm", "postnorm-bug"):
-        p.add_argument("--" + flag, action="store_true")
+        key = "n_layers" if k == "layers" else k
+        default = models.COMMON.get(key)
+        p.add_argument("--" + k.replace("_", "-"), type=t, default=None, choices=choices.get(k),
+                       help="default " + (str(default) if default is not None else "per model (refssm.models.MODEL_DEFAULTS)"))
+    for flag, text in (("bidirectional", "two-sided SSM kernel"), ("causal", "one-sided kernel (binary_s4d's default "
+                                                                   "is two-sided)"),
+                       ("prenorm", "normalise before each block"), ("postnorm-bug", "reproduce the public code's "
+                                                                              "discarded post-norm")):
+        p.add_argument("--" + flag, action="store_true", help=text)
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser("eval", help="evaluate a checkpoint on its task's test split")
     p.add_argument("checkpoint")
@@ -270,3 +509,6 @@ def add_parser(sub):
     p = sub.add_parser("info", help="print a checkpoint's configuration and parameters")
     p.add_argument("checkpoint")
     p.set_defaults(func=_cmd_info)
+    p = sub.add_parser("plot", help="loss/accuracy curves and spike rates of a run, as RUN/curves.png")
+    p.add_argument("run", help="a run directory written by refssm train")
+    p.set_defaults(func=_cmd_plot)

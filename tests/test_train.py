@@ -74,7 +74,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert {"test_acc", "spike_rate", "energy_uJ"} <= fields.keys()
     info = _run(_cli("info", ckpt), tmp_path).stdout
     assert "format_version=1" in info and f"step={final_step}" in info
-    ev = _run(_cli("eval", ckpt), tmp_path).stdout
+    ev = _run(_cli("eval", fields["checkpoint"]), tmp_path).stdout                # the checkpoint the test used
     assert dict(kv.split("=", 1) for kv in ev.strip().splitlines()[-1].split())["acc"] == fields["test_acc"]
 
 
@@ -97,6 +97,38 @@ def test_bad_model_options(tmp_path):
         train.run("mamba", str(tmp_path), log=_quiet)
 
 
-def test_non_classification_task_is_rejected(tmp_path):
-    with pytest.raises(ValueError, match="task"):
-        train.run("spikingssm", str(tmp_path), log=_quiet, task="adding")
+def test_a_new_run_never_overwrites_another(tmp_path):
+    out = str(tmp_path / "run")
+    train.run("spikingssm", out, log=_quiet, stop_after=1, model_overrides=TINY_MODEL, **TINY_TRAIN)
+    with pytest.raises(ValueError, match="already holds a run.*--resume.*--force"):
+        train.run("spike_ssm", out, log=_quiet, model_overrides=TINY_MODEL, **TINY_TRAIN)
+    assert train.run("spike_ssm", out, force=True, log=_quiet, stop_after=1, model_overrides=TINY_MODEL,
+                     **TINY_TRAIN) is None
+    assert checkpoint.load(os.path.join(out, train.CKPT_NAME)).config["model"]["model"] == "spike_ssm"
+
+
+def test_resume_refuses_contradicting_flags_and_extends_epochs(tmp_path):
+    out = str(tmp_path / "run")
+    train.run("spikingssm", out, log=_quiet, stop_after=3, model_overrides=TINY_MODEL, **TINY_TRAIN)
+    for kwargs, what in ((dict(model="spike_ssm"), "model='spike_ssm'"), (dict(lr=0.5), "lr=0.5"),
+                         (dict(task="fashion"), "task='fashion'"), (dict(model_overrides={"H": 16}), "H=16"),
+                         (dict(epochs=1), "epochs=1")):
+        kwargs = dict(kwargs)
+        model = kwargs.pop("model", None)
+        with pytest.raises(ValueError, match="contradict.*" + what.replace("(", r"\(")):
+            train.run(model, out, resume=True, log=_quiet, **kwargs)
+    summary = train.run(None, out, resume=True, log=_quiet, epochs=3)
+    steps_per_epoch = -(-1259 // 64)
+    assert summary["steps"] == 3 * steps_per_epoch
+
+
+@pytest.mark.parametrize("task, head, metric", [("adding", "value", "test_loss"), ("copy", "sequence", "test_acc"),
+                                                ("recall", "class", "test_acc")])
+def test_every_target_kind_trains(tmp_path, task, head, metric):
+    from refssm import datasets
+
+    data = datasets.load(task)
+    assert train.head_of(data)[0] == head
+    summary = train.run("spikingssm", str(tmp_path / task), log=_quiet, stop_after=None, task=task, epochs=1,
+                        batch_size=256, model_overrides=dict(H=8, N=4, n_layers=1))
+    assert np.isfinite(summary[metric])
