@@ -336,11 +336,21 @@ def causal_conv(u, K):
     return causal_conv_fwd(u, K)[0]
 
 
-def _correlate(G, X, shape, n, L):
+def _correlate(G, X, shape, n, L, last_use=False):
     """sum_t g[t] x[t - j] for j = 0..L-1 (x zero outside 0..L-1) from the spectra G = rfft(g), X = rfft(x),
-    summed over broadcast axes down to `shape` (..., L) in the frequency domain, before the inverse FFT."""
-    GX = sum_to_shape(G * np.conj(X), tuple(shape[:-1]) + G.shape[-1:])
-    return _irfft(GX, n, L)
+    summed over broadcast axes down to `shape` (..., L) in the frequency domain, before the inverse FFT.
+    G * conj(X) takes one temporary of the product's shape, none if G has that shape and `last_use`
+    says it may be overwritten (the caller's own spectrum of gy, used for the last time)."""
+    product_shape = np.broadcast_shapes(G.shape, X.shape)
+    if last_use and G.shape == product_shape:
+        GX = G
+        GX *= np.conj(X)
+    elif X.shape == product_shape:
+        GX = np.conj(X)
+        GX *= G
+    else:
+        GX = G * np.conj(X)
+    return _irfft(sum_to_shape(GX, tuple(shape[:-1]) + G.shape[-1:]), n, L)
 
 
 def causal_conv_vjp(ctx, gy):
@@ -350,7 +360,8 @@ def causal_conv_vjp(ctx, gy):
     U, KF, u_shape, K_shape, y_shape, n = ctx
     L = y_shape[-1]
     G = _rfft(_cotangent(gy, y_shape, U.real.dtype), n)
-    return _correlate(G, KF, u_shape, n, L), _correlate(G, U, K_shape, n, L)
+    gK = _correlate(G, U, K_shape, n, L)
+    return _correlate(G, KF, u_shape, n, L, last_use=True), gK
 
 
 def two_sided_kernel(K_fwd, K_bwd, n):
@@ -392,9 +403,9 @@ def bidirectional_conv_vjp(ctx, gy):
     U, KF, u_shape, f_shape, b_shape, y_shape, n = ctx
     L = y_shape[-1]
     G = _rfft(_cotangent(gy, y_shape, U.real.dtype), n)
-    gu = _correlate(G, KF, u_shape, n, L)
     k_shape = np.broadcast_shapes(f_shape[:-1], b_shape[:-1]) + (n,)
     gk = _correlate(G, U, k_shape, n, n)                                       # (..., n), two-sided
+    gu = _correlate(G, KF, u_shape, n, L, last_use=True)
     gK_bwd = np.zeros_like(gk, shape=b_shape[:-1] + (L,))
     gK_bwd[..., :L - 1] = sum_to_shape(gk[..., n - 1:n - L:-1], b_shape[:-1] + (L - 1,))
     return gu, sum_to_shape(gk[..., :L], f_shape), gK_bwd

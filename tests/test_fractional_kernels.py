@@ -42,6 +42,20 @@ def test_gl_recursion_matches_oracle(c_shape, r_batch, L, K, alpha, shift, seed)
     assert np.all(np.abs(x_fast - x) <= 1e-12 * scale)
 
 
+@pytest.mark.parametrize("K", [1, 2, 5, 129, 200, 1000])
+@pytest.mark.parametrize("shift", [0, 1])
+def test_gl_recursion_blocks(K, shift):
+    # the fast recursion runs in blocks of 128 steps: memory windows shorter than, equal to and longer than
+    # a block, across several blocks, with c per mode and a shared r
+    rng = np.random.default_rng(K + shift)
+    w, L = F.gl_weights(1.3, K), 400
+    c = (-rng.uniform(0, 1, 3) + 1j * rng.uniform(-1, 1, 3)) * 0.3
+    r = rng.standard_normal(L) + 1j * rng.standard_normal(L)
+    x, x_fast = F.gl_recursion(w, c, r, shift), KF.gl_recursion(w, c, r, shift)
+    scale = np.abs(x).max(axis=-1, keepdims=True) + np.abs(r).max()
+    assert np.all(np.abs(x_fast - x) <= 1e-12 * scale)
+
+
 def test_fast_paths_serve_the_public_schemes():
     # the GL derivative, the L1 scheme and the GL kernel, each through the fast path and the oracle
     rng = np.random.default_rng(0)

@@ -5,17 +5,23 @@
    at L = 1024, 4096, 16384 (and 65536): time ratios and agreement;
 2. the short-memory (truncated window) GL kernel: its error against the full memory, by window length;
 3. LongSpike's decoupled SOE kernel and the coupled SOE realisation against the exact fractional SSM,
-   by number of terms M (relative L2 error of the kernels).
+   by number of terms M (relative L2 error of the kernels);
+4. the layer kernel fssm_conv_kernel_fwd + _vjp (what LongSpike trains): numpy oracle against its Numba
+   fast path (refssm.kernels.fractional), per method, times and agreement;
+5. the FFT convolution of the SSM layer, forward + VJP (refssm.ssm.causal_conv_fwd / _vjp) in float32
+   against the numpy float64 convolution refssm had before (np.fft, length 2L, the VJP re-transforming u
+   and K), on the canonical shape B=16, H=128, L=1024; alternating runs, every ratio and the median.
 
-Usage: python validation/bench_fractional.py
+Usage: python validation/bench_fractional.py [sections...]      e.g. `... 4 5`; all sections by default
 """
 
 import os
+import sys
 import time
 
 import numpy as np
 
-from refssm import fractional as F
+from refssm import _checks, fractional as F, ssm
 from refssm.kernels import fractional as KF
 
 
@@ -79,7 +85,89 @@ def soe_gap(alpha=0.7, dt=0.05, L=400):
           f" against the coupled\nrealisation of the same two terms: {gap[0]:.2e} {gap[1]:.2e}")
 
 
+def conv_kernel_speed(H=64, N2=32, L=1024, repeats=3):
+    rng = np.random.default_rng(0)
+    lin = -0.5 + 1j * np.pi * np.arange(N2) * np.ones((H, 1))                 # S4D-Lin modes
+    # for alpha > 1, D^alpha x = lam x is stable only for |arg lam| > alpha pi / 2 (126 degrees at 1.4): S4D-Lin
+    # modes grow exponentially there, so modes with |Im/Re| = 1/2 (arg 153 degrees)
+    damped = -(0.5 + np.arange(N2) / 8) * (1 + 0.5j) * np.ones((H, 1))
+    B = np.ones((H, N2), complex)
+    C = (rng.standard_normal((H, N2)) + 1j * rng.standard_normal((H, N2))) / np.sqrt(2)
+    dt = np.exp(rng.uniform(np.log(1e-3), np.log(1e-1), H))
+    gK = rng.standard_normal((H, L))
+    omega, eta = F.longspike_omega_eta(*F.longspike_logits([0.0, 0.1], [1.0, 0.1]))
+    cases = [("gl", 0.8, {}), ("gl", 1.4, {}), ("gl_explicit", 1.4, {}),
+             ("soe_decoupled", 0.8, dict(omega=omega, eta=eta))]
+    print(f"\n4. layer kernel fssm_conv_kernel_fwd + _vjp, H = {H}, N/2 = {N2}, L = {L}, dt in [1e-3, 1e-1] (S4D-Lin"
+          f" modes for alpha <= 1,\n   lam_n = -(1/2 + n/8)(1 + i/2) for alpha > 1; LongSpike's initial omega, eta);"
+          f" best of {repeats} (oracle at alpha > 1: one),\n   one run; max rel diff: max |fast − oracle| / max |oracle|"
+          f" over K and every gradient. At alpha <= 1 both run the same code")
+    print(f"{'method':>14} {'alpha':>6} {'oracle s':>9} {'Numba s':>9} {'oracle/Numba':>13} {'max rel diff':>13}")
+    for method, alpha, kw in cases:
+        A = lin if alpha <= 1 else damped
+
+        def run(mod):
+            K, ctx = mod.fssm_conv_kernel_fwd(A, B, C, dt, L, alpha, method, **kw)
+            return (K, *mod.fssm_conv_kernel_vjp(ctx, gK))
+        run(KF)                                                                 # compile before timing
+        t_oracle, ref = best_time(lambda: run(F), 1 if alpha > 1 else repeats)
+        t_fast, got = best_time(lambda: run(KF), repeats)
+        diff = max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in zip(got, ref))
+        print(f"{method:>14} {alpha:>6} {t_oracle:>9.3f} {t_fast:>9.3f} {t_oracle / t_fast:>12.1f}x {diff:>13.1e}")
+
+
+def _old_conv_fwd(u, K):
+    """The convolution as refssm had it before (numpy float64, np.fft of length 2L)."""
+    L = u.shape[-1]
+    n = 2 * L
+    return np.fft.irfft(np.fft.rfft(u, n) * np.fft.rfft(K, n), n)[..., :L]
+
+
+def _old_conv_vjp(gy, u, K):
+    L = u.shape[-1]
+    n = 2 * L
+    G = np.fft.rfft(gy, n)
+    gu = np.fft.irfft(ssm.sum_to_shape(G * np.conj(np.fft.rfft(K, n)), u.shape[:-1] + G.shape[-1:]), n)[..., :L]
+    GK = ssm.sum_to_shape(G * np.conj(np.fft.rfft(u, n)), K.shape[:-1] + G.shape[-1:])
+    return gu, np.fft.irfft(GK, n)[..., :L]
+
+
+def conv_speed(B=16, H=128, L=1024, rounds=5, repeats=3):
+    rng = np.random.default_rng(0)
+    u, K, g = rng.standard_normal((B, H, L)), rng.standard_normal((H, L)) / L, rng.standard_normal((B, H, L))
+    u32, K32, g32 = (x.astype(np.float32) for x in (u, K, g))
+
+    def old():
+        return _old_conv_fwd(u, K), _old_conv_vjp(g, u, K)
+
+    def new(u, K, g):
+        with _checks.trusted():                                                 # as the training loop calls it
+            y, ctx = ssm.causal_conv_fwd(u, K)
+            return y, ssm.causal_conv_vjp(ctx, g)
+
+    y_old, (gu_old, gK_old) = old()
+    y_new, (gu_new, gK_new) = new(u32, K32, g32)
+    err = max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in
+              ((y_new, y_old), (gu_new, gu_old), (gK_new, gK_old)))
+    print(f"\n5. FFT convolution forward + VJP, B = {B}, H = {H}, L = {L}, {os.cpu_count()} CPU cores; best of {repeats}"
+          f" per run, runs alternating\n   old: numpy float64, np.fft length {2 * L}, VJP re-transforms u and K;"
+          f" new: refssm.ssm.causal_conv_fwd/_vjp,\n   scipy.fft length {ssm.conv_length(L)}, spectra reused"
+          f" (float32 max rel diff to old: {err:.1e})")
+    print(f"{'round':>6} {'old f64 s':>10} {'new f32 s':>10} {'new f64 s':>10} {'old/new f32':>12} {'old/new f64':>12}")
+    r32, r64 = [], []
+    for i in range(rounds):
+        t_old = best_time(old, repeats)[0]
+        t32 = best_time(lambda: new(u32, K32, g32), repeats)[0]
+        t64 = best_time(lambda: new(u, K, g), repeats)[0]
+        r32.append(t_old / t32)
+        r64.append(t_old / t64)
+        print(f"{i + 1:>6} {t_old:>10.4f} {t32:>10.4f} {t64:>10.4f} {r32[-1]:>11.2f}x {r64[-1]:>11.2f}x")
+    print(f"median ratio old f64 / new f32: {np.median(r32):.2f}x   (old f64 / new f64: {np.median(r64):.2f}x)")
+
+
+SECTIONS = {"1": gl_kernel_speed, "2": short_memory_error, "3": soe_gap, "4": conv_kernel_speed, "5": conv_speed}
+
+
 if __name__ == "__main__":
-    gl_kernel_speed()
-    short_memory_error()
-    soe_gap()
+    for key in sys.argv[1:] or SECTIONS:
+        SECTIONS[key]()
