@@ -11,11 +11,12 @@ import sys
 def build_parser():
     parser = argparse.ArgumentParser(prog="refssm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    from refssm import train
+    from refssm import fixtures, train
     from refssm.datasets import cli as data_cli
 
     train.add_parser(sub)
     data_cli.add_parser(sub)
+    fixtures.add_parser(sub)
     return parser
 
 
