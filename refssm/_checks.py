@@ -63,9 +63,9 @@ def in_range(name, value, lo=None, hi=None, *, lo_open=False, hi_open=False):
     if hi is not None:
         ok &= (v < hi) if hi_open else (v <= hi)
     if not np.all(ok):
-        interval = ("(" if lo_open else "[") + ("-inf" if lo is None else f"{lo:g}") + ", " \
-            + ("inf" if hi is None else f"{hi:g}") + (")" if hi_open else "]")
-        bad = v[~ok].ravel()[0] if v.ndim else v
+        interval = ("(" if lo_open or lo is None else "[") + ("-inf" if lo is None else f"{lo:g}") + ", " \
+            + ("inf" if hi is None else f"{hi:g}") + (")" if hi_open or hi is None else "]")
+        bad = (v[~ok].ravel()[0] if v.ndim else v).item()
         raise ValueError(f"{name} must lie in {interval}, got {bad!r}")
     return v
 
