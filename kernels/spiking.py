@@ -119,10 +119,11 @@ def _empty_aligned(shape, dtype):
     return buf[offset:offset + n].reshape(shape)
 
 
-def _streams(a):
-    """Whether the rows (R, L) of output `a` take streaming stores: large, 64-byte aligned rows."""
+def _streams(a, tile):
+    """Whether the rows (R, L) of output `a`, written in tiles of `tile` bytes per row, take streaming
+    stores: a large output whose rows and tiles start on 64-byte boundaries."""
     return (a.nbytes >= STREAM_BYTES and a.ctypes.data % 64 == 0
-            and (a.shape[-1] * a.itemsize) % 64 == 0)
+            and (a.shape[-1] * a.itemsize) % 64 == 0 and tile % 64 == 0)
 
 
 @njit(cache=True, error_model="numpy")
@@ -461,7 +462,7 @@ def lif(x, tau, v_th, sg, gradient="bptt", reset="hard", v_reset=0.0):
     save_v = hard and gradient == "bptt"
     s, g = _empty_aligned(xr.shape, dtype), _empty_aligned(xr.shape, dtype)
     v = _empty_aligned(xr.shape, dtype) if save_v else np.empty((0, 0), dtype)
-    stream = _streams(s)
+    stream = _streams(s, FORWARD_TILE)
     if xr.size:
         _lif_forward(xr, tau_r, th_r, thc, vr_r if hard else th_r, hard, code, c, s, g, v, save_v,
                      stream, FORWARD_TILE // dtype.itemsize)
@@ -484,7 +485,7 @@ def lif_vjp(ctx, gs):
         gx, gth = _empty_aligned(g.shape, g.dtype), np.zeros(g.shape[0])
         if g.size:
             _lif_backward(gs, g, s, v if v is not None else s, tau_r, th_r, vr_r, hard,
-                          gradient == "bptt", c, gx, gth, _streams(gx), BACKWARD_TILE // g.itemsize)
+                          gradient == "bptt", c, gx, gth, _streams(gx, BACKWARD_TILE), BACKWARD_TILE // g.itemsize)
     gv_th = ssm.sum_to_shape(gth.reshape(shape[:-1]), th_shape).astype(g.dtype)
     return gx.reshape(shape), gv_th
 
