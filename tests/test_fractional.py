@@ -475,5 +475,5 @@ def test_error_messages_name_argument_and_range():
         F.caputo_l1(np.ones(4), 1.2, 0.1)
     with pytest.raises(ValueError, match="uniform grid"):
         F.caputo_l1(np.ones(4), 0.5, np.array([0.1, 0.2]))
-    with pytest.raises(ValueError, match=r"dt must lie in \(0, inf\]"):
+    with pytest.raises(ValueError, match=r"dt must lie in \(0, inf\)"):
         F.gl_kernel(-1.0, 0.5, -0.1, 8)

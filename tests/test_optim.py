@@ -126,21 +126,21 @@ def test_clip_grad_norm():
 P = {"w": np.ones(2)}
 G = {"w": np.ones(2)}
 BAD = [
-    (lambda: adamw_step(P, G, adamw_init(P), lr=-1.0, weight_decay=0.0), r"lr must lie in \[0, inf\]"),
+    (lambda: adamw_step(P, G, adamw_init(P), lr=-1.0, weight_decay=0.0), r"lr must lie in \[0, inf\)"),
     (lambda: adamw_step(P, G, adamw_init(P), lr={"x": 1.0}, weight_decay=0.0), "must name every parameter"),
     (lambda: adamw_step(P, G, adamw_init(P), lr=0.1, weight_decay={"w": -1.0}), r"weight_decay\['w'\] must lie"),
     (lambda: adamw_step(P, {"v": np.ones(2)}, adamw_init(P), lr=0.1, weight_decay=0.0), "grads must have the keys"),
     (lambda: adamw_step(P, {"w": np.ones(3)}, adamw_init(P), lr=0.1, weight_decay=0.0), r"grads\['w'\] must have"),
     (lambda: adamw_step(P, {"w": np.array([1.0, np.nan])}, adamw_init(P), lr=0.1, weight_decay=0.0), "must be finite"),
     (lambda: adamw_step(P, G, adamw_init(P), lr=0.1, weight_decay=0.0, betas=(0.9, 1.0)), r"betas\[1\] must lie"),
-    (lambda: adamw_step(P, G, adamw_init(P), lr=0.1, weight_decay=0.0, eps=0.0), r"eps must lie in \(0, inf\]"),
+    (lambda: adamw_step(P, G, adamw_init(P), lr=0.1, weight_decay=0.0, eps=0.0), r"eps must lie in \(0, inf\)"),
     (lambda: adamw_step(P, G, {"step": 0}, lr=0.1, weight_decay=0.0), "state must be a dict"),
     (lambda: adamw_init({"c": np.ones(2, dtype=complex)}), "must be real"),
     (lambda: cosine_schedule(0, 10, 11, 1.0), r"warmup_steps must lie in \[0, total_steps\]"),
     (lambda: cosine_schedule(0, 0, 0, 1.0), "total_steps must be an integer >= 1"),
     (lambda: cosine_schedule(-1, 10, 0, 1.0), "step must be an integer >= 0"),
     (lambda: cosine_schedule(0, 10, 0, 1.0, min_lr=2.0), r"min_lr must lie in \[0, 1\]"),
-    (lambda: clip_grad_norm(G, 0.0), r"max_norm must lie in \(0, inf\]"),
+    (lambda: clip_grad_norm(G, 0.0), r"max_norm must lie in \(0, inf\)"),
 ]
 
 
