@@ -44,21 +44,19 @@ def memory_sum(w, f):
     return _memory_sum(np.ascontiguousarray(w), np.ascontiguousarray(f.reshape(-1, f.shape[-1]))).reshape(f.shape)
 
 
-_GL_BLOCK = 128  # gl_recursion: steps per block (the memory reaching before a block is one GEMM per block)
-
-
 @numba.njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
-def _gl_block(w, c, shift, r_re, r_im, x_re, x_im, n0):
-    # Steps n = n0 .. n0 + b − 1 of the recursion, in parallel over modes (rows). r (R, b): r_n minus the
-    # memory terms that reach before n0 (the caller's GEMM); x (R, L), real and imaginary parts kept apart
-    # so that the inner sum over the in-block memory vectorises; filled before n0, written here.
-    R, nb = r_re.shape
+def _gl_recursion(w, c, r_re, r_im, shift):
+    # w (K,), c (B,) complex, r (B, L) as real and imaginary parts -> x (B, L) complex.
+    # Real and imaginary parts are kept apart so that the inner sum over the memory vectorises.
+    B, L = r_re.shape
     K = w.size
-    for b in numba.prange(R):
+    x_re = np.zeros((B, L))
+    x_im = np.zeros((B, L))
+    for b in numba.prange(B):
         diag = w[0] - (c[b] if shift == 0 else 0.0)
-        for n in range(n0, n0 + nb):
-            acc_re, acc_im = r_re[b, n - n0], r_im[b, n - n0]
-            for j in range(1, min(n - n0, K - 1) + 1):                # − Σ_{1<=j<=n−n0} w_j x_{n−j}
+        for n in range(L):
+            acc_re, acc_im = r_re[b, n], r_im[b, n]
+            for j in range(1, min(n, K - 1) + 1):                 # r_n − Σ_{j≥1} w_j x_{n−j}
                 acc_re -= w[j] * x_re[b, n - j]
                 acc_im -= w[j] * x_im[b, n - j]
             acc = complex(acc_re, acc_im)
@@ -66,44 +64,23 @@ def _gl_block(w, c, shift, r_re, r_im, x_re, x_im, n0):
                 acc += c[b] * complex(x_re[b, n - 1], x_im[b, n - 1])
             acc /= diag
             x_re[b, n], x_im[b, n] = acc.real, acc.imag
+    return x_re + 1j * x_im
 
 
 def gl_recursion(w, c, r, shift=0):
     """Solve Σ_{j=0}^{min(n, K−1)} w_j x_{n−j} − c x_{n−shift} = r_n, n = 0..L−1 (see the oracle).
-    w (K,) real, c (...) complex, r (..., L) broadcast against c[..., None]. Cost O(K L) per mode.
-
-    In blocks of 128 steps: the memory terms that reach back before a block are, for all modes at once,
-    one matrix product (the real and imaginary parts of the earlier x, 2R rows, times the Toeplitz matrix
-    of w: BLAS); the steps inside the block run in Numba, in parallel over modes. The oracle's sums,
-    reassociated (about half the time of the plain step-by-step loop, which runs far below the GEMM's speed)."""
+    w (K,) real, c (...) complex, r (..., L) broadcast against c[..., None]. Cost O(K L) per mode,
+    parallel over modes."""
     w = as_array("w", w, ndim=1)
     c = as_array("c", c, dtype=np.complex128)
     r = as_array("r", r, dtype=np.complex128, min_ndim=1)
     choice("shift", shift, (0, 1))
-    w, c, r = np.asarray(w, dtype=np.float64), np.asarray(c, dtype=np.complex128), np.asarray(r, np.complex128)
     shape = np.broadcast_shapes(c.shape + (1,), r.shape)
-    L, K = shape[-1], min(w.size, shape[-1])
-    r = np.broadcast_to(r, shape).reshape(-1, L)                                # a view where r broadcasts
-    c = np.ascontiguousarray(np.broadcast_to(c[..., None], shape[:-1] + (1,)).reshape(-1))
-    R = c.size
-    w = np.ascontiguousarray(w[:K])
-    w_ext = np.zeros(L)
-    w_ext[:K] = w
-    x = np.zeros((2 * R, L))                                                    # rows: Re x, then Im x
-    x_re, x_im = x[:R], x[R:]
-    for n0 in range(0, L, _GL_BLOCK):
-        n1 = min(n0 + _GL_BLOCK, L)
-        r_re, r_im = np.array(r[:, n0:n1].real), np.array(r[:, n0:n1].imag)     # (R, b)
-        lo = max(0, n0 - (K - 1))                                               # older terms have w_j = 0
-        if lo < n0:
-            T = w_ext[np.arange(n0, n1)[None, :] - np.arange(lo, n0)[:, None]]  # T[i, n] = w_{n−i}, (n0−lo, b)
-            past = x[:, lo:n0] @ T                                              # (2R, b)
-            r_re -= past[:R]
-            r_im -= past[R:]
-        _gl_block(w, c, shift, r_re, r_im, x_re, x_im, n0)
-    out = np.empty((R, L), np.complex128)
-    out.real, out.imag = x_re, x_im
-    return out.reshape(shape)
+    r = np.broadcast_to(r, shape).reshape(-1, shape[-1])
+    c = np.broadcast_to(c[..., None], shape[:-1] + (1,)).reshape(-1)
+    x = _gl_recursion(np.ascontiguousarray(w), np.ascontiguousarray(c), np.ascontiguousarray(r.real),
+                      np.ascontiguousarray(r.imag), shift)
+    return x.reshape(shape)
 
 
 # ----------------------------------------------------------------------------------------------------

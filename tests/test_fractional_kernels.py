@@ -44,9 +44,8 @@ def test_gl_recursion_matches_oracle(c_shape, r_batch, L, K, alpha, shift, seed)
 
 @pytest.mark.parametrize("K", [1, 2, 5, 129, 200, 1000])
 @pytest.mark.parametrize("shift", [0, 1])
-def test_gl_recursion_blocks(K, shift):
-    # the fast recursion runs in blocks of 128 steps: memory windows shorter than, equal to and longer than
-    # a block, across several blocks, with c per mode and a shared r
+def test_gl_recursion_memory_windows(K, shift):
+    # short-memory windows (K terms) from 1 to beyond L, both schemes, c per mode and a shared r
     rng = np.random.default_rng(K + shift)
     w, L = F.gl_weights(1.3, K), 400
     c = (-rng.uniform(0, 1, 3) + 1j * rng.uniform(-1, 1, 3)) * 0.3
