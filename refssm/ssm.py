@@ -321,7 +321,8 @@ def causal_conv_fwd(u, K):
 
     u: (..., L) e.g. (B, H, L); K: (..., L) broadcasting against u, e.g. (H, L). Real FFTs of length
     conv_length(L) >= 2L - 1 (zero padding, so no wrap-around), on all cores. The ctx keeps the spectra
-    rfft(u) and rfft(K). Cost O(L log L) per row. dtype kept (float32 in, float32 out).
+    rfft(u) and rfft(K). Cost O(L log L) per row. dtype kept (float32 in, float32 out). y is the first L
+    samples of the inverse transform, a view (no copy; its rows are strided by n).
     """
     u, K = _check_conv(u, K=K)
     L = u.shape[-1]
