@@ -7,9 +7,11 @@ Scope: x (B, H, L) (and for the GLU, the split along axis 1). Any other shape or
 oracle (same results, same errors); the VJP then calls the oracle's VJP.
 
 dtype: float32 stays float32, anything else is float64 (as the oracles' inputs are checked). The
-statistics are accumulated in float64 in both dtypes: LayerNorm's mean and variance per (b, l) (two
-passes over an L2-resident tile, the variance as the mean of centred squares, as numpy computes it),
-and its parameter gradients; elementwise arithmetic runs in the input's dtype.
+LayerNorm computes in float64 in both dtypes (float32 values are widened as they are read, results
+rounded once as they are written): its mean and variance per (b, l) (two passes over an L2-resident
+tile, the variance as the mean of centred squares, as numpy computes it), x - mean (which in float32
+would lose ulp(mean) / std, large when the mean dominates) and its gradients. The GLU runs in the
+input's dtype.
 
 LayerNorm's ctx keeps x (a reference, no copy) with the mean and 1/std per (b, l), and its VJP forms
 x_hat = (x - mean) / std again inside its fused pass: it reads x where the oracle reads a stored
@@ -163,7 +165,8 @@ def glu_vjp(ctx, gy):
 @njit(parallel=True, cache=True, error_model="numpy")
 def _layer_norm_forward(x, gamma, beta, eps, y, mean, rstd, LB):
     """Per task (b, steps l0 .. l0 + LB): mean and variance over the H channels in float64 (two passes
-    over the tile), then y = gamma (x - mean) rstd + beta in x's dtype. mean, rstd (B, L) in x's dtype."""
+    over the tile), then y = gamma (x - mean) rstd + beta, formed in float64 and rounded once to x's
+    dtype. mean, rstd (B, L) float64."""
     B, H, L = x.shape
     nl = (L + LB - 1) // LB
     for task in prange(B * nl):
@@ -188,7 +191,7 @@ def _layer_norm_forward(x, gamma, beta, eps, y, mean, rstd, LB):
         for h in range(H):
             xr, yr, g, c = x[b, h, l0:l0 + n], y[b, h, l0:l0 + n], gamma[h], beta[h]
             for l in range(n):
-                yr[l] = g * ((xr[l] - mu[l]) * rs[l]) + c
+                yr[l] = g * ((np.float64(xr[l]) - mu[l]) * rs[l]) + c
 
 
 @njit(cache=True, error_model="numpy", fastmath={"reassoc"})
@@ -197,7 +200,7 @@ def _channel_sums(xr, gr, mu, rs, n):
     sg = sb = 0.0
     for l in range(n):
         g = gr[l]
-        sg += np.float64(g * ((xr[l] - mu[l]) * rs[l]))
+        sg += np.float64(g) * ((np.float64(xr[l]) - mu[l]) * rs[l])
         sb += np.float64(g)
     return sg, sb
 
@@ -220,9 +223,9 @@ def _layer_norm_backward(x, gy, gamma, mean, rstd, LB, gx, ggamma, gbeta):
             for h in range(H):
                 xr, gr, c = x[b, h, l0:l0 + n], gy[b, h, l0:l0 + n], gamma[h]
                 for l in range(n):                         # two loops: each few enough arrays
-                    m1[l] += np.float64(c * gr[l])         # for LLVM's runtime alias checks
+                    m1[l] += c * gr[l]                     # for LLVM's runtime alias checks
                 for l in range(n):
-                    m2[l] += np.float64(c * gr[l] * ((xr[l] - mu[l]) * rs[l]))
+                    m2[l] += c * gr[l] * ((np.float64(xr[l]) - mu[l]) * rs[l])
                 sg, sb = _channel_sums(xr, gr, mu, rs, n)
                 gg[h] += sg
                 gb[h] += sb
@@ -232,7 +235,7 @@ def _layer_norm_backward(x, gy, gamma, mean, rstd, LB, gx, ggamma, gbeta):
             for h in range(H):
                 xr, gr, gxr, c = x[b, h, l0:l0 + n], gy[b, h, l0:l0 + n], gx[b, h, l0:l0 + n], gamma[h]
                 for l in range(n):
-                    xh = (xr[l] - mu[l]) * rs[l]
+                    xh = (np.float64(xr[l]) - mu[l]) * rs[l]
                     gxr[l] = rs[l] * (c * gr[l] - m1[l] - xh * m2[l])
 
 
@@ -251,9 +254,9 @@ def layer_norm(x, gamma, beta, eps=1e-5):
         return y, (None, ctx)
     x = np.ascontiguousarray(as_array("x", x, min_ndim=2, dtype=_dtype(x)))
     B, H, L = x.shape
-    gamma, beta = (_vector(name, v, H, x.dtype) for name, v in (("gamma", gamma), ("beta", beta)))
+    gamma, beta = (_vector(name, v, H, np.float64) for name, v in (("gamma", gamma), ("beta", beta)))
     eps = float(in_range("eps", eps, 0.0, lo_open=True))
-    y, mean, rstd = np.empty_like(x), np.empty((B, L), x.dtype), np.empty((B, L), x.dtype)
+    y, mean, rstd = np.empty_like(x), np.empty((B, L)), np.empty((B, L))
     LB = _tile_steps(H, L, x.itemsize)
     if x.size:
         _layer_norm_forward(x, gamma, beta, eps, y, mean, rstd, LB)
