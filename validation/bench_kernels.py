@@ -1,6 +1,8 @@
-"""Numba fast paths (refssm.kernels) against their numpy oracles: speed ratios and kernel memory.
+"""Numba fast paths (refssm.kernels) against their numpy oracles: speed ratios and kernel memory,
+and the LIF forward + backward against the memory bandwidth of a plain copy.
 
-    python validation/bench_kernels.py
+    python validation/bench_kernels.py            # everything
+    python validation/bench_kernels.py lif ops    # only the LIF bandwidth / only LayerNorm and GLU
 
 Everything is measured in one run (DESIGN.md, performance protocol): each fast path is called once
 before timing so JIT compilation (or loading the on-disk cache) is excluded; times are the best of
@@ -10,14 +12,17 @@ to max|oracle|. Peak memory of `kernel` is tracemalloc's peak during one call (n
 the Numba loop's own scratch is N/2 complex numbers per row in flight).
 """
 
+import statistics
+import sys
 import time
 import tracemalloc
 
 import numba
 import numpy as np
 
-from refssm import neurons, ssm
-from refssm.kernels import neurons as fast_neurons, ssm as fast_ssm
+from refssm import neurons, ops, spiking, ssm, surrogate
+from refssm._checks import trusted
+from refssm.kernels import neurons as fast_neurons, ops as fast_ops, spiking as fast_spiking, ssm as fast_ssm
 
 B, H, N = 16, 128, 64
 
@@ -60,10 +65,95 @@ def kernel_peak_bytes(kernel, args):
     return peak
 
 
-def main():
+def lif_bandwidth(rounds=5, R=8192, L=4096):
+    """LIF forward + backward (float32, soft reset, "bptt_detach_reset", atan) as bandwidth, against
+    np.copyto of arrays of the same size, alternating copy and LIF `rounds` times (DESIGN.md).
+
+    Bytes counted: the forward reads x and writes s and g (3 arrays), the backward reads gs, g and s
+    and writes gx (4 arrays); the copy reads one and writes one. "passes" times the two compiled
+    passes on outputs allocated once (as a workspace would hold them: the figure the target is
+    about); "calls" times the public lif + lif_vjp, which also allocate their outputs (fresh pages
+    the kernel must zero on every call)."""
     rng = np.random.default_rng(0)
+    x = rng.normal(0.3, 1.0, (R, L)).astype(np.float32)
+    gs = rng.standard_normal((R, L)).astype(np.float32)
+    src, dst = x.copy(), np.zeros_like(x)
+    sg = surrogate.get("atan")
+    args = (x, np.float32(0.5), np.float32(1.0), sg, "bptt_detach_reset", "soft")
+    s, ctx = fast_spiking.lif(*args)                                          # compile / load cache
+    fast_spiking.lif_vjp(ctx, gs)
+    gradient, hard, g, s_rows, _, tau, th, vr, c, _, _ = ctx
+    code = fast_spiking.surrogate_constants(sg, np.float32)[0]
+    thc = np.nextafter(th, np.float32(-np.inf))
+    gx, gth = fast_spiking._empty_aligned(x.shape, np.float32), np.zeros(R)
+    gx[:] = 0
+    no_v = np.empty((0, 0), np.float32)
+    TBf, TBb = fast_spiking.FORWARD_TILE // 4, fast_spiking.BACKWARD_TILE // 4
+    stream_f, stream_b = fast_spiking._streams(g, fast_spiking.FORWARD_TILE), \
+        fast_spiking._streams(gx, fast_spiking.BACKWARD_TILE)
+
+    def passes():
+        fast_spiking._lif_forward(x, tau, th, thc, th, False, code, c, s_rows, g, no_v, False, stream_f, TBf)
+        fast_spiking._lif_backward(gs, g, s_rows, s_rows, tau, th, vr, False, False, c, gx, gth, stream_b, TBb)
+
+    def calls():
+        _, ctx = fast_spiking.lif(*args)
+        fast_spiking.lif_vjp(ctx, gs)
+
+    passes()
+    print(f"\nLIF forward + backward, float32, {R} neurons x {L} steps, soft reset, bptt_detach_reset, atan; "
+          f"streaming stores: {stream_f and stream_b}")
+    print(f"{'round':<6} {'copy GB/s':>10} {'passes GB/s':>12} {'ratio':>7} {'calls GB/s':>11} {'ratio':>7}")
+    ratios, call_ratios = [], []
+    for r in range(rounds):
+        t_copy = best_time(lambda: np.copyto(dst, src), 3)[0]
+        t_pass = best_time(passes, 3)[0]
+        t_copy = min(t_copy, best_time(lambda: np.copyto(dst, src), 3)[0])
+        t_call = best_time(calls, 2)[0]
+        copy_bw, pass_bw, call_bw = 2 * x.nbytes / t_copy, 7 * x.nbytes / t_pass, 7 * x.nbytes / t_call
+        ratios.append(pass_bw / copy_bw)
+        call_ratios.append(call_bw / copy_bw)
+        print(f"{r:<6} {copy_bw / 1e9:>10.1f} {pass_bw / 1e9:>12.1f} {ratios[-1]:>7.2f} {call_bw / 1e9:>11.1f} "
+              f"{call_ratios[-1]:>7.2f}")
+    print(f"lif_bandwidth_ratio median={statistics.median(ratios):.2f} (passes), "
+          f"{statistics.median(call_ratios):.2f} (calls incl. allocation)")
+
+
+def dense_ops(B=16, H=128, L=1024):
+    """LayerNorm and GLU: the fused Numba pair against the numpy oracle in the same dtype (the oracle
+    inside trusted(), as the models call it, so float32 stays float32), forward and VJP separately."""
+    rng = np.random.default_rng(1)
+    print(f"\n{'op (B, H, L) = ' + str((B, H, L)):<42} {'numpy s':>10} {'numba s':>10} {'speedup':>10}   check")
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal((B, H, L)).astype(dtype)
+        gamma, beta = (1 + 0.1 * rng.standard_normal(H)).astype(dtype), (0.1 * rng.standard_normal(H)).astype(dtype)
+        gy = rng.standard_normal((B, H, L)).astype(dtype)
+        x2 = rng.standard_normal((B, 2 * H, L)).astype(dtype)
+        with trusted():
+            _, c_ln = ops.layer_norm(x, gamma, beta)
+            _, c_glu = ops.glu(x2)
+            _, f_ln = fast_ops.layer_norm(x, gamma, beta)
+            _, f_glu = fast_ops.glu(x2)
+            name = np.dtype(dtype).name
+            compare(f"layer_norm {name}", lambda: ops.layer_norm(x, gamma, beta)[0],
+                    lambda: fast_ops.layer_norm(x, gamma, beta)[0], relative)
+            compare(f"layer_norm_vjp {name}", lambda: ops.layer_norm_vjp(c_ln, gy)[0],
+                    lambda: fast_ops.layer_norm_vjp(f_ln, gy)[0], relative)
+            compare(f"glu {name}", lambda: ops.glu(x2)[0], lambda: fast_ops.glu(x2)[0], relative)
+            compare(f"glu_vjp {name}", lambda: ops.glu_vjp(c_glu, gy), lambda: fast_ops.glu_vjp(f_glu, gy),
+                    relative)
+
+
+def main(parts):
     print(f"numba {numba.__version__}, {numba.get_num_threads()} threads, numpy {np.__version__}")
-    print(f"{'':<42} {'numpy s':>10} {'numba s':>10} {'speedup':>10}   check")
+    if "lif" in parts:
+        lif_bandwidth()
+    if "ops" in parts:
+        dense_ops()
+    if "neurons" not in parts:
+        return
+    rng = np.random.default_rng(0)
+    print(f"\n{'':<42} {'numpy s':>10} {'numba s':>10} {'speedup':>10}   check")
 
     x = rng.normal(0.3, 1.0, (B, H, 1024))
     lif = (x, 0.125, 1.0, "hard")
@@ -100,4 +190,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:] or ["lif", "ops", "neurons"])
