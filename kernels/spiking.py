@@ -4,19 +4,23 @@ refssm.spiking.lif / lif_vjp and refssm.spiking.refractory / refractory_vjp (tes
 
 LIF layout. x (..., L) is flattened to rows (R, L), time contiguous. A row's recurrence is one
 dependent chain (v_t needs u_{t-1}), so a loop over t inside a loop over rows runs at the latency of
-that chain. Here each thread takes blocks of 8 rows (prange over blocks) and walks time in tiles of
-TB steps (1 KiB per row):
+that chain. Here each thread takes blocks of 8 rows (prange over blocks) and walks time in tiles
+(FORWARD_TILE, BACKWARD_TILE bytes per row):
 
   forward   1. chain    the 8 recurrences advance together, state in registers: 8 independent chains
-                        keep the FP units busy; the potentials v go to an (8, TB) tile (L1)
+                        keep the FP units busy; the potentials v go to an (8, TB) tile
             2. spikes   s = H(v - v_th) and g = sg.grad(v - v_th) over the tile, row by row, time
                         contiguous: a branch-free loop LLVM vectorises (AVX2/AVX-512)
             3. store    the tile's rows go to the outputs s, g (and v when the backward needs it)
-  backward  the same in reverse time: a vectorised pre-pass forms a_t = gs_t g_t and the
-            coefficients of the (linear) adjoint recurrence, the 8 chains run it, gx is stored
+  backward  the tiles in reverse time: a vectorised pre-pass forms a_t = gs_t g_t (and the
+            coefficient c_t) of the adjoint recurrence, which is linear; the 8 chains run it; a
+            vectorised post-pass sums the threshold gradient and gx is stored
 
 so the backward is one pass over what the forward saved: g and s ("output": g only; full "bptt"
-with the hard reset also v). Outputs larger than the last-level cache (STREAM_BYTES) whose rows are
+with the hard reset also v). Time-major tiles (rows in SIMD lanes) were measured slower here: the
+transposes in and out cost more than the scalar chains, about 1.5 cycles a step on Zen 4. The
+backward's long tiles keep the reads in long runs, which the hardware prefetchers follow although
+the pass walks the tiles backwards (1 KiB tiles read at about half the speed). Outputs larger than the last-level cache (STREAM_BYTES) whose rows are
 64-byte aligned are written with non-temporal (streaming) stores, as memcpy does for large copies:
 the store does not first read the line it overwrites, so a written byte costs one transfer, not two.
 The outputs are allocated 64-byte aligned for this.
@@ -33,7 +37,6 @@ import math
 import llvmlite.ir as llvm_ir
 import numpy as np
 from numba import njit, prange, types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from refssm import ssm
@@ -88,23 +91,6 @@ def _sfence(typingctx):
         fn = builder.module.declare_intrinsic("llvm.x86.sse.sfence",
                                               fnty=llvm_ir.FunctionType(llvm_ir.VoidType(), []))
         builder.call(fn, [])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
-def _prefetch(typingctx, a, i):
-    """Hint that a.flat[i] will be read soon (llvm.prefetch into all cache levels)."""
-    sig = types.void(a, i)
-
-    def codegen(context, builder, signature, args):
-        arr = context.make_array(signature.args[0])(context, builder, args[0])
-        i8p, i32 = llvm_ir.IntType(8).as_pointer(), llvm_ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, llvm_ir.FunctionType(llvm_ir.VoidType(),
-                                            [i8p, i32, i32, i32]), "llvm.prefetch.p0")
-        ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), i8p)
-        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
 
     return sig, codegen
