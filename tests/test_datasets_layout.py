@@ -28,8 +28,6 @@ def _run(flags, env):
 
 @pytest.mark.skipif(not (ROOT / "refssm" / "__init__.py").is_file() or not (ROOT / "datasets").is_dir(),
                     reason="needs the source tree (refssm/ beside datasets/ and kernels/)")
-@pytest.mark.xfail(strict=True, reason="refssm/__init__.py must look for kernels/ and datasets/ beside "
-                   "itself in a source checkout (issue 11); remove this marker with that change")
 def test_python_in_the_clone_root_imports_datasets_and_kernels():
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     as_user = _run([], env)
