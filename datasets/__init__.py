@@ -115,6 +115,8 @@ TASKS = {
     "copy": Task(synthetic.load_copy, "copy-memory task, tokens, a sequence target", _drawn, True),
     "adding": Task(synthetic.load_adding, "adding problem, 2 features, regression", _drawn, True),
     "recall": Task(synthetic.load_recall, "delayed recall of the first symbol, tokens", _drawn, True),
+    "match": Task(synthetic.load_match, "two-document topic matching, token pairs (LRA Retrieval's shape)",
+                  _drawn, True),
 }
 
 

@@ -1,4 +1,5 @@
-"""Small synthetic memory tasks for teaching and fast tests: copy, adding problem, delayed recall.
+"""Small synthetic tasks for teaching and fast tests: copy, adding problem, delayed recall, and two-document
+matching (the shape of LRA Retrieval, for the dual-encoder head without the AAN files).
 
 Each `load_*` returns a Dataset whose three splits are drawn from np.random.default_rng(seed) in the
 order train, val, test. Token id 0 is the blank (padding) symbol in the token tasks, whose Datasets
@@ -98,3 +99,42 @@ def load_recall(n_train=10_000, n_val=1_000, n_test=1_000, seed=0, n_classes=8, 
                      n_classes + 2)
     return Dataset(name="recall", source=f"delayed recall: seed {seed}, {n_classes} symbols, length {length}",
                    **splits, n_classes=n_classes, vocab_size=n_classes + 2)
+
+
+def match_task(rng, n, n_topics, vocab, length):
+    """Two-document matching: is the second document about the same topic as the first?
+
+    Each topic t is a Zipf-like distribution over the ids 1..vocab, p_t(v) proportional to 1 / rank_t(v),
+    with its own random ranking. An example draws topic a for document 0 and, with probability 1/2, the same
+    topic (label 1) or another one (label 0) for document 1; each document has a length uniform in
+    [length // 2, length] and its tokens drawn i.i.d. from its topic, then zero padding.
+    x (n, 2, length) int64, lengths (n, 2) int64, y (n,) int64 in {0, 1}.
+    """
+    ranks = np.stack([rng.permutation(vocab) + 1 for _ in range(n_topics)])    # (T, V): rank of each id
+    probs = 1.0 / ranks
+    probs /= probs.sum(axis=1, keepdims=True)
+    a = rng.integers(0, n_topics, n)
+    y = rng.integers(0, 2, n)
+    b = np.where(y == 1, a, (a + rng.integers(1, n_topics, n)) % n_topics)
+    lengths = rng.integers(length // 2, length + 1, (n, 2))
+    x = np.zeros((n, 2, length), dtype=np.int64)
+    for i in range(n):
+        for d, topic in enumerate((a[i], b[i])):
+            x[i, d, :lengths[i, d]] = rng.choice(vocab, lengths[i, d], p=probs[topic]) + 1
+    return x, y, lengths
+
+
+def load_match(n_train=4_000, n_val=500, n_test=500, seed=0, n_topics=8, vocab=32, length=64):
+    """Two-document matching as a Dataset (token pairs, class target; see match_task)."""
+    n_topics = positive_int("n_topics", n_topics, minimum=2)
+    vocab, length = positive_int("vocab", vocab, minimum=2), positive_int("length", length, minimum=2)
+    sizes = (positive_int("n_train", n_train), positive_int("n_val", n_val, minimum=0),
+             positive_int("n_test", n_test, minimum=0))
+    rng = np.random.default_rng(positive_int("seed", seed, minimum=0))
+    splits = {}
+    for name, n in zip(("train", "val", "test"), sizes):
+        x, y, lengths = match_task(rng, n, n_topics, vocab, length)
+        splits[name] = Split(x.astype(token_dtype(vocab + 1)), y, lengths)
+    return Dataset(name="match", source=f"two-document matching: seed {seed}, {n_topics} topics, {vocab} tokens, "
+                                        f"length {length // 2}..{length}",
+                   **splits, n_classes=2, vocab_size=vocab + 1)

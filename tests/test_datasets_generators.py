@@ -385,3 +385,20 @@ def test_synthetic_tasks_are_deterministic_and_check_arguments():
         D.load("adding", length=1)
     with pytest.raises(ValueError, match="n_classes must be an integer >= 2"):
         synthetic.load_recall(n_classes=1)
+
+
+def test_match_pairs_share_a_topic_exactly_when_labelled_one():
+    """Shapes, padding and lengths as documented; labels balanced; same-topic documents have closer token
+    histograms (total variation) than different-topic ones, by a wide margin."""
+    from refssm.datasets import synthetic
+
+    x, y, lengths = synthetic.match_task(np.random.default_rng(0), 600, n_topics=4, vocab=16, length=80)
+    assert x.shape == (600, 2, 80) and lengths.shape == (600, 2)
+    assert lengths.min() >= 40 and lengths.max() <= 80
+    steps = np.arange(80)
+    assert np.all((x > 0) == (steps < lengths[..., None]))                    # tokens exactly at real steps
+    assert 0.4 < y.mean() < 0.6
+    hist = np.stack([[np.bincount(x[i, d, :lengths[i, d]], minlength=17)[1:] / lengths[i, d] for d in (0, 1)]
+                     for i in range(600)])
+    tv = 0.5 * np.abs(hist[:, 0] - hist[:, 1]).sum(axis=1)
+    assert tv[y == 1].mean() + 0.2 < tv[y == 0].mean()
