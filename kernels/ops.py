@@ -195,14 +195,26 @@ def _layer_norm_forward(x, gamma, beta, eps, y, mean, rstd, LB):
 
 
 @njit(cache=True, error_model="numpy", fastmath={"reassoc"})
-def _channel_sums(xr, gr, mu, rs, n):
-    """(sum_l gy x_hat, sum_l gy) in float64 for one channel of a tile; reassociated so it vectorises."""
-    sg = sb = 0.0
+def _accumulate_gy(m1, gr, c, n):
+    """m1[l] += gamma gy[l] (the per-(b, l) sum over channels); returns sum_l gy[l] (for gbeta).
+    fastmath "reassoc" (this function only) lets LLVM vectorise the sum over l."""
+    sb = 0.0
     for l in range(n):
-        g = gr[l]
-        sg += np.float64(g) * ((np.float64(xr[l]) - mu[l]) * rs[l])
-        sb += np.float64(g)
-    return sg, sb
+        g = np.float64(gr[l])
+        m1[l] += c * g
+        sb += g
+    return sb
+
+
+@njit(cache=True, error_model="numpy", fastmath={"reassoc"})
+def _accumulate_gy_xhat(m2, gr, xr, mu, rs, c, n):
+    """m2[l] += gamma gy[l] x_hat[l]; returns sum_l gy[l] x_hat[l] (for ggamma)."""
+    sg = 0.0
+    for l in range(n):
+        gx = np.float64(gr[l]) * ((np.float64(xr[l]) - mu[l]) * rs[l])
+        m2[l] += c * gx
+        sg += gx
+    return sg
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -220,15 +232,10 @@ def _layer_norm_backward(x, gy, gamma, mean, rstd, LB, gx, ggamma, gbeta):
             n = min(LB, L - l0)
             mu, rs = mean[b, l0:l0 + n], rstd[b, l0:l0 + n]
             m1, m2 = np.zeros(n), np.zeros(n)
-            for h in range(H):
-                xr, gr, c = x[b, h, l0:l0 + n], gy[b, h, l0:l0 + n], gamma[h]
-                for l in range(n):                         # two loops: each few enough arrays
-                    m1[l] += c * gr[l]                     # for LLVM's runtime alias checks
-                for l in range(n):
-                    m2[l] += c * gr[l] * ((np.float64(xr[l]) - mu[l]) * rs[l])
-                sg, sb = _channel_sums(xr, gr, mu, rs, n)
-                gg[h] += sg
-                gb[h] += sb
+            for h in range(H):                             # two loops: each with few enough
+                xr, gr, c = x[b, h, l0:l0 + n], gy[b, h, l0:l0 + n], gamma[h]     # arrays for LLVM's
+                gb[h] += _accumulate_gy(m1, gr, c, n)                             # runtime alias checks
+                gg[h] += _accumulate_gy_xhat(m2, gr, xr, mu, rs, c, n)
             for l in range(n):
                 m1[l] /= H
                 m2[l] /= H

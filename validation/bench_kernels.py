@@ -144,12 +144,42 @@ def dense_ops(B=16, H=128, L=1024):
                     relative)
 
 
+def spiking_ops(B=16, H=128, L=1024):
+    """LIF (forward + VJP, every gradient mode) and the refractory neuron's VJP: the Numba pair
+    against the oracle of refssm.spiking in the same dtype, at the size of a training step."""
+    rng = np.random.default_rng(2)
+    print(f"\n{'spiking (B, H, L) = ' + str((B, H, L)):<42} {'numpy s':>10} {'numba s':>10} {'speedup':>10}   check")
+    sg = surrogate.get("atan")
+    for dtype in (np.float32, np.float64):
+        name = np.dtype(dtype).name
+        x = rng.normal(0.3, 1.0, (B, H, L)).astype(dtype)
+        gs = rng.standard_normal((B, H, L)).astype(dtype)
+        v_th = (1 + 0.1 * rng.standard_normal(H)).astype(dtype)
+        with trusted():
+            for gradient, reset in (("bptt_detach_reset", "soft"), ("bptt", "hard"), ("output", "hard")):
+                args = (x, dtype(0.5), v_th, sg, gradient, reset)
+
+                def pair(module):
+                    s, ctx = module.lif(*args)
+                    return s, module.lif_vjp(ctx, gs)[0]
+
+                compare(f"lif+vjp {gradient} {reset} {name}", lambda: pair(spiking), lambda: pair(fast_spiking),
+                        lambda a, b: ("spikes equal, " if np.array_equal(a[0], b[0]) else "SPIKES DIFFER, ")
+                        + relative(a[1], b[1]))
+            ln_vth, log_theta = (0.1 * rng.standard_normal(H)).astype(dtype), np.full(H, np.log(0.3), dtype)
+            _, c0 = spiking.refractory(x, ln_vth, log_theta, 0.125, 0.5, sg)
+            _, c1 = fast_spiking.refractory(x, ln_vth, log_theta, 0.125, 0.5, sg)
+            compare(f"refractory_vjp {name}", lambda: spiking.refractory_vjp(c0, gs)[0],
+                    lambda: fast_spiking.refractory_vjp(c1, gs)[0], relative)
+
+
 def main(parts):
     print(f"numba {numba.__version__}, {numba.get_num_threads()} threads, numpy {np.__version__}")
     if "lif" in parts:
         lif_bandwidth()
     if "ops" in parts:
         dense_ops()
+        spiking_ops()
     if "neurons" not in parts:
         return
     rng = np.random.default_rng(0)
