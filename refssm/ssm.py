@@ -51,6 +51,18 @@ def hippo_legs_normal(N):
     return lam[keep], V[:, keep].conj().T @ q
 
 
+def diag_modes(N, init="lin"):
+    """The N/2 modes (A, B) of an initialisation (see `init_diag`), each (N/2,) complex; no randomness."""
+    n = np.arange(N // 2)
+    if init == "lin":
+        return -0.5 + 1j * np.pi * n, np.ones(N // 2, complex)
+    if init == "inv":
+        return -0.5 + 1j * (N / np.pi) * (N / (2 * n + 1) - 1), np.ones(N // 2, complex)
+    if init == "real":
+        return -(n + 1.0) + 0j, np.ones(N // 2, complex)
+    return hippo_legs_normal(N)
+
+
 def init_diag(H, N, init="lin", dt_min=1e-3, dt_max=1e-1, rng=None):
     """Diagonal SSM parameters for H channels with state size N (N/2 complex modes per channel).
 
@@ -72,15 +84,7 @@ def init_diag(H, N, init="lin", dt_min=1e-3, dt_max=1e-1, rng=None):
     dt_min = float(in_range("dt_min", dt_min, 0, None, lo_open=True))
     dt_max = float(in_range("dt_max", dt_max, dt_min, None))
     rng = np.random.default_rng() if rng is None else rng
-    n = np.arange(N // 2)
-    if init == "lin":
-        A, B = -0.5 + 1j * np.pi * n, np.ones(N // 2, complex)
-    elif init == "inv":
-        A, B = -0.5 + 1j * (N / np.pi) * (N / (2 * n + 1) - 1), np.ones(N // 2, complex)
-    elif init == "real":
-        A, B = -(n + 1.0) + 0j, np.ones(N // 2, complex)
-    else:
-        A, B = hippo_legs_normal(N)
+    A, B = diag_modes(N, init)
     C = (rng.standard_normal((H, N // 2)) + 1j * rng.standard_normal((H, N // 2))) / np.sqrt(2)
     log_dt = rng.uniform(np.log(dt_min), np.log(dt_max), H)
     return dict(log_dt=log_dt, A=np.tile(A, (H, 1)), B=np.tile(B, (H, 1)), C=C)
