@@ -28,7 +28,7 @@ CASES = [
     ("spike_ssm", {}), ("spike_ssm", {"bidirectional": True, "prenorm": True, "norm": "layer"}),
     ("pspikessm", {}), ("pspikessm", {"norm": None}),
     ("longspike", {}), ("longspike", {"frac_method": "gl_explicit"}), ("longspike", {"frac_method": "soe_decoupled"}),
-    ("longspike", {"alpha": 1.3, "prenorm": True, "norm": "layer"}),
+    ("longspike", {"alpha": 1.3, "init": "real", "prenorm": True, "norm": "layer"}),
 ]
 
 

@@ -83,3 +83,13 @@ def test_noise_follows_the_example_not_the_batch(model, opts):
     np.testing.assert_allclose(out(x[1:2], np.array([11])), batch[1:2], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(out(x[::-1], np.array([12, 11, 10])), batch[::-1], rtol=1e-12, atol=1e-14)
     assert not np.allclose(out(x[1:2], np.array([13])), batch[1:2])
+
+
+def test_longspike_refuses_unstable_fractional_orders():
+    """|arg lam| > alpha pi / 2 is the stability condition of D^alpha x = lam x: S4D-Lin's complex modes fail
+    it for alpha > 1, real modes do not."""
+    with pytest.raises(ValueError, match=r"alpha must lie in \(0, 1\] for init 'lin'"):
+        models.make_config("longspike", d_input=1, alpha=1.3)
+    assert models.make_config("longspike", d_input=1, alpha=1.3, init="real")["alpha"] == 1.3
+    with pytest.raises(ValueError, match="alpha must lie in"):
+        models.make_config("longspike", d_input=1, alpha=2.0, init="real")

@@ -14,7 +14,7 @@ CASES = [("binary_s4d", {}), ("spikingssm", {}), ("spikingssm", {"backend": "num
          ("longspike", {}), ("longspike", {"frac_method": "soe_decoupled", "bidirectional": True}),
          ("longspike", {"frac_method": "soe_decoupled", "backend": "numba"}),
          ("longspike", {"frac_method": "gl_explicit", "alpha": 0.5}),
-         ("longspike", {"alpha": 1.4, "backend": "numba"})]
+         ("longspike", {"alpha": 1.4, "init": "real", "backend": "numba"})]
 
 
 @pytest.mark.parametrize("model, options", CASES)

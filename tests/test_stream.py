@@ -12,7 +12,7 @@ CASES = [("spikingssm", {}), ("spikingssm", {"reset": "soft", "tau": 0.5, "surro
          ("spike_ssm", {}), ("pspikessm", {}), ("pspikessm", {"norm": "layer", "prenorm": False}),
          ("binary_s4d", {"bidirectional": False}), ("binary_s4d", {"bidirectional": False, "mixing": "gsu"}),
          ("binary_s4d", {"bidirectional": False, "postnorm_bug": True}),
-         ("longspike", {}), ("longspike", {"frac_method": "gl_explicit"}), ("longspike", {"alpha": 1.3}),
+         ("longspike", {}), ("longspike", {"frac_method": "gl_explicit"}), ("longspike", {"alpha": 1.3, "init": "real"}),
          ("longspike", {"frac_method": "soe_decoupled"}), ("spikingssm", {"method": "bilinear", "init": "inv"})]
 
 

@@ -20,7 +20,14 @@ FRAC_METHODS = ("gl", "gl_explicit", "soe_decoupled")
 def check(cfg):
     spikingssm.check(cfg)
     choice("frac_method", cfg["frac_method"], FRAC_METHODS)
-    in_range("alpha", cfg["alpha"], 0, 2, lo_open=True, hi_open=True)
+    # A fractional mode D^a x = lam x is stable iff |arg lam| > a pi / 2 (Matignon 1996). S4D's complex modes
+    # (Lin, Inv, LegS) have |arg lam| just above pi / 2, so a > 1 makes them grow without bound; real modes
+    # (init "real", arg lam = pi) stay stable up to a < 2.
+    if cfg["init"] == "real":
+        in_range("alpha", cfg["alpha"], 0, 2, lo_open=True, hi_open=True)
+    elif not 0 < cfg["alpha"] <= 1:
+        raise ValueError(f"alpha must lie in (0, 1] for init {cfg['init']!r} (complex modes with |arg lam| near "
+                         f"pi/2 are unstable for alpha > 1; init 'real' allows (0, 2)), got {cfg['alpha']!r}")
 
 
 spike_function = spikingssm.spike_function
