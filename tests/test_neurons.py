@@ -161,3 +161,19 @@ X = np.ones((2, 5))
 def test_bad_input_raises_value_error_naming_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("name", ["lif", "refractory", "pmbc"])
+def test_float32_input_runs_in_float32(name):
+    # a float32 x keeps its dtype and runs the same equations in float32: against float64 on the
+    # same values, spikes agree on rows whose float64 potential stays clear of v_th (no near tie),
+    # and the potentials agree to float32 rounding
+    x = np.random.default_rng(3).normal(0.3, 1.0, (40, 50)).astype(np.float32)
+    args = {"lif": (0.5, 1.0, "soft"), "refractory": (0.5, 1.0, 0.25, 0.5), "pmbc": (0.5, 1.0, 0.25, 0.5)}[name]
+    out32, out64 = getattr(neurons, name)(x, *args), getattr(neurons, name)(x.astype(np.float64), *args)
+    (s32, v32), (s64, v64) = out32[:2], out64[:2]
+    assert s32.dtype == v32.dtype == np.float32
+    keep = ~(np.abs(v64 - 1.0) <= 1e-5).any(axis=-1)
+    assert keep.mean() > 0.9
+    np.testing.assert_array_equal(s32[keep], s64[keep])
+    np.testing.assert_allclose(v32[keep], v64[keep], rtol=1e-5, atol=1e-5)
