@@ -236,7 +236,7 @@ def layer_norm_vjp(ctx, gy):
     return _normalize_vjp(gxhat, xhat, inv_std, (1,)), ggamma, gbeta
 
 
-def batch_norm(x, gamma, beta, running_mean, running_var, train, momentum=0.1, eps=1e-5):
+def batch_norm(x, gamma, beta, running_mean, running_var, train, momentum=0.1, eps=1e-5, allreduce=None):
     """BatchNorm over channels, statistics over batch and time (every axis but 1).
 
     train:  xhat = (x - mean) / sqrt(var + eps) with the batch's mean and biased var per channel;
@@ -244,6 +244,14 @@ def batch_norm(x, gamma, beta, running_mean, running_var, train, momentum=0.1, e
             variance takes the unbiased batch variance (n / (n - 1), n = B L), as PyTorch does.
     eval:   xhat = (x - running_mean) / sqrt(running_var + eps); running stats are returned as given.
     y = gamma[h] xhat + beta[h].
+
+    allreduce: None (the statistics of this x), or a function returning the elementwise sum over the
+    processes of a data-parallel job of a float64 array (refssm.distributed.Comm.sum; the same result on
+    every process): x is then one process's shard of the global batch, and train mode uses the global
+    batch's statistics, as synchronised BatchNorm does, in two passes (float64 accumulation):
+        n = sum_p n_p,  mean = sum_p sum(x_p) / n,  var = sum_p sum((x_p - mean)^2) / n   (biased)
+    (the squared deviations from the global mean, not E[x^2] - mean^2, which cancels). The VJP then takes its
+    two means over the global batch likewise. Eval mode does not communicate.
 
     x (B, H, L) or (B, H); gamma, beta, running_mean, running_var (H,)
     -> (y like x, ctx, new_running_mean (H,), new_running_var (H,)). Pure: inputs are not modified.
@@ -256,26 +264,55 @@ def batch_norm(x, gamma, beta, running_mean, running_var, train, momentum=0.1, e
     train = choice("train", train, (True, False))
     momentum = float(in_range("momentum", momentum, 0.0, 1.0))
     eps = float(in_range("eps", eps, 0.0, lo_open=True))
+    if allreduce is not None and not callable(allreduce):
+        raise ValueError(f"allreduce must be None or a function summing an array over processes, got "
+                         f"{type(allreduce).__name__}")
+    n = x.size // H if H else 0
     if train:
-        if x.size < 2 * H:
-            raise ValueError(f"x must hold at least 2 values per channel in train mode (B*L >= 2), got shape {x.shape}")
-        xhat, inv_std = _normalize(x, axes, eps)
-        mean, var = x.mean(axis=axes), x.var(axis=axes, ddof=1)
+        if allreduce is None:
+            if x.size < 2 * H:
+                raise ValueError(f"x must hold at least 2 values per channel in train mode (B*L >= 2), got shape "
+                                 f"{x.shape}")
+            xhat, inv_std = _normalize(x, axes, eps)
+            mean, var = x.mean(axis=axes), x.var(axis=axes, ddof=1)
+        else:
+            sums = allreduce(np.append(x.sum(axis=axes, dtype=np.float64), float(n)))      # (H + 1,)
+            n = sums[-1]
+            if n < 2:
+                raise ValueError(f"x must hold at least 2 values per channel over all processes in train mode, "
+                                 f"got {n:g}")
+            mean = (sums[:-1] / n).astype(x.dtype)
+            d = x - _per_channel(mean, x.ndim)
+            var_b = allreduce((d * d).sum(axis=axes, dtype=np.float64)) / n                 # biased
+            inv_std = _per_channel((1.0 / np.sqrt(var_b + eps)).astype(x.dtype), x.ndim)
+            xhat = d * inv_std
+            var = (var_b * (n / (n - 1.0))).astype(x.dtype)
         running_mean = (1.0 - momentum) * running_mean + momentum * mean
         running_var = (1.0 - momentum) * running_var + momentum * var
     else:
         inv_std = _per_channel(1.0 / np.sqrt(running_var + eps), x.ndim)
         xhat = (x - _per_channel(running_mean, x.ndim)) * inv_std
     y, actx = channel_affine(xhat, gamma, beta)
-    return y, (train, xhat, inv_std, actx), running_mean, running_var
+    return y, (train, xhat, inv_std, actx, allreduce if train else None, n), running_mean, running_var
 
 
 def batch_norm_vjp(ctx, gy):
-    """-> (gx, ggamma, gbeta). In eval mode the statistics are constants: gx = gxhat / sqrt(running_var + eps)."""
-    train, xhat, inv_std, actx = ctx
+    """-> (gx, ggamma, gbeta). In eval mode the statistics are constants: gx = gxhat / sqrt(running_var + eps).
+    With allreduce (synchronised statistics) gx = inv_std (gxhat - mean(gxhat) - xhat mean(gxhat xhat)) with
+    both means over the global batch (one allreduce of their channel sums); ggamma, gbeta are this process's
+    share (the training loop sums parameter gradients over processes)."""
+    train, xhat, inv_std, actx, allreduce, n = ctx
     gxhat, ggamma, gbeta = channel_affine_vjp(actx, gy)
-    gx = _normalize_vjp(gxhat, xhat, inv_std, _batch_axes(xhat.ndim)) if train else gxhat * inv_std
-    return gx, ggamma, gbeta
+    if not train:
+        return gxhat * inv_std, ggamma, gbeta
+    axes = _batch_axes(xhat.ndim)
+    if allreduce is None:
+        return _normalize_vjp(gxhat, xhat, inv_std, axes), ggamma, gbeta
+    H = xhat.shape[1]
+    sums = allreduce(np.concatenate([gxhat.sum(axis=axes, dtype=np.float64),
+                                     (gxhat * xhat).sum(axis=axes, dtype=np.float64)])) / n      # (2H,)
+    m1, m2 = (_per_channel(m.astype(xhat.dtype), xhat.ndim) for m in (sums[:H], sums[H:]))
+    return inv_std * (gxhat - m1 - xhat * m2), ggamma, gbeta
 
 
 # ---------------------------------------------------------------------------------------------

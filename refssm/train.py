@@ -12,6 +12,17 @@ Generator seeded with [seed, 2], whose state is saved in every checkpoint; evalu
 fresh default_rng([seed, 3]). A run resumed from a checkpoint therefore replays exactly the steps an
 uninterrupted run would have taken, and ends with the same parameters bit for bit.
 
+Data parallel (refssm.distributed): under `mpiexec -n K` (or srun) every rank iterates the same global
+batches and takes a contiguous shard of each (the first B % K ranks one example more); its loss is weighted
+by the shard's share of the batch's scored positions (examples; tokens for "lm") before the backward, so
+the K shards' gradients sum to the gradient of the global batch's mean loss. The gradients are summed on
+one contiguous buffer per step, in the training dtype, in rank order (distributed.Comm.sum), so every rank
+takes the same AdamW step; BatchNorm's training statistics and their backward are those of the global
+batch; losses, accuracies and spike counts are summed; dropout and stochastic spikes come from per-example
+noise keyed by the example's index in the global batch (models.layers.Noise). Rank 0 alone prints and
+writes checkpoints and metrics.jsonl; the checkpoint holds global state only, so any K resumes it. At
+K = 1 the same code runs with sums that return their argument.
+
 A run directory holds checkpoint.h5 (the last), best.h5 (the best on validation), metrics.jsonl (one
 JSON object per step and per epoch) and, after `refssm plot`, curves.png.
 """
@@ -24,13 +35,14 @@ import time
 
 import numpy as np
 
-from refssm import backend, checkpoint, models, optim
+from refssm import backend, checkpoint, distributed, models, optim
 from refssm._checks import in_range, positive_int
 from refssm._memory import reuse_freed_memory
 
 TRAIN_DEFAULTS = dict(task="digits", data_dir=None, epochs=10, batch_size=32, lr=0.01, weight_decay=0.01, ssm_lr=1e-3,
                       warmup=0.1, clip=1.0, seed=0, ckpt_every=0)
 CKPT_NAME, BEST_NAME, METRICS_NAME = "checkpoint.h5", "best.h5", "metrics.jsonl"
+STAT_KEYS = ("spikes", "sites", "ac", "mac")        # models.forward's per-layer counts
 # model options a head needs unless the user sets them (the papers' LM configuration, reference notes A3.4)
 HEAD_DEFAULTS = {"lm": dict(norm="layer", prenorm=True, bidirectional=False)}
 
@@ -94,26 +106,39 @@ def summarize(cfg, loss, correct, counted):
     return out
 
 
-def evaluate(params, state, cfg, split, batch_size, seed, aux=None):
-    """The head's metrics (loss, acc, ...), spike rate per layer and energy per example (uJ) on a split."""
+def evaluate(params, state, cfg, split, batch_size, seed, aux=None, comm=None):
+    """The head's metrics (loss, acc, ...), spike rate per layer and energy per example (uJ) on a split.
+
+    comm (refssm.distributed, default this process alone): each rank evaluates its shard of every batch,
+    with the examples' indices in the batch as noise ids, and the sums are added over ranks.
+    """
     from refssm.datasets import batches
 
+    comm = comm or distributed.Local()
     rng = np.random.default_rng([seed, 3])
-    n = weight = correct = counted = 0
-    loss_sum = 0.0
-    totals = None
+    sums = None              # loss * weight, weight, examples, correct, counted, then STAT_KEYS per layer
     for x, y, mask in batches(split, batch_size, shuffle=False):
-        outputs, _, _, stats = models.forward(params, state, cfg, x, mask, rng, train=False, aux=aux)
-        loss, _ = models.loss(cfg, outputs, y, mask)
-        w = _weight(cfg, y, mask)
-        loss_sum, weight, n = loss_sum + loss * w, weight + w, n + len(y)
-        c, k = _hits(cfg, outputs, y, mask)
-        correct, counted = correct + c, counted + k
-        totals = stats if totals is None else [{k: a[k] + b[k] for k in a} for a, b in zip(totals, stats)]
+        lo, hi = comm.shard(len(y))
+        empty = lo == hi     # fewer examples than ranks: evaluate one and discard it, so that every rank
+        if empty:            # draws the batch's noise key from rng (models.forward draws one per call)
+            lo, hi = 0, 1
+        y_r, mask_r = y[lo:hi], mask[lo:hi]
+        outputs, _, _, stats = models.forward(params, state, cfg, x[lo:hi], mask_r, rng, train=False, aux=aux,
+                                              example_ids=np.arange(lo, hi))
+        loss, _ = models.loss(cfg, outputs, y_r, mask_r)
+        w = _weight(cfg, y_r, mask_r)
+        row = np.array([loss * w, w, hi - lo, *_hits(cfg, outputs, y_r, mask_r)]
+                       + [s[k] for s in stats for k in STAT_KEYS], dtype=np.float64)
+        if empty:
+            row[:] = 0.0
+        sums = row if sums is None else sums + row
+    sums = comm.sum(sums)
+    loss_sum, weight, n, correct, counted = sums[0], sums[1], int(sums[2]), int(sums[3]), int(sums[4])
+    totals = [dict(zip(STAT_KEYS, map(float, layer))) for layer in sums[5:].reshape(-1, len(STAT_KEYS))]
     rates = [s["spikes"] / s["sites"] for s in totals if s["sites"] > 0]
     spikes, sites = sum(s["spikes"] for s in totals), sum(s["sites"] for s in totals)
-    return dict(summarize(cfg, loss_sum / weight, correct, counted), spike_rate=spikes / sites, layer_rates=rates,
-                energy_uJ=models.energy_uJ(totals) / n)
+    return dict(summarize(cfg, float(loss_sum / weight), correct, counted), spike_rate=spikes / sites,
+                layer_rates=rates, energy_uJ=models.energy_uJ(totals) / n)
 
 
 def _better(cfg, new, old):
@@ -134,8 +159,8 @@ def _lr_and_decay(cfg, lr, ssm_lr, weight_decay):
 class Progress:
     """A one-line progress bar on a terminal (stderr) with running loss, accuracy, examples/s and ETA."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream, self.tty = stream, stream.isatty()
+    def __init__(self, stream=sys.stderr, show=True):
+        self.stream, self.tty = stream, show and stream.isatty()
 
     def update(self, epoch, epochs, done, total, metrics, rate, eta):
         if self.tty:
@@ -173,6 +198,48 @@ def _check_options(options):
     return opts
 
 
+def _silent(*args, **kwargs):
+    """The `log` of ranks other than 0."""
+
+
+def _check_shards(n_train, batch_size, ranks):
+    """Every rank needs at least one example of every global batch (BatchNorm's statistics and the noise
+    keys are collective): the batch size and the last, partial batch must be 0 or >= the number of ranks."""
+    last = n_train % batch_size
+    if batch_size < ranks or 0 < last < ranks:
+        small = f"batches of {batch_size}" if batch_size < ranks else f"a last batch of {last}"
+        raise ValueError(f"batch_size must give each of the {ranks} ranks an example of every batch: batch_size "
+                         f"{batch_size} with {n_train} training examples makes {small} examples; choose a batch "
+                         f"size >= {ranks} with n_train % batch_size = 0 or >= {ranks}")
+
+
+def global_batch_grads(params, state, cfg, x, y, mask, rng, aux, comm):
+    """The training step's loss and gradients of one global batch (x, y, mask), computed on this rank's
+    shard and summed over the ranks of `comm` (module doc: Data parallel).
+
+    The shard's loss is weighted by share = its scored positions / the batch's, and that weight scales
+    the loss's cotangent before the backward, not the gradients after it: synchronised BatchNorm's backward
+    mixes every rank's cotangents, so they must be those of one loss, the batch's mean. The gradients go
+    over the ranks as one contiguous buffer in the training dtype (distributed.Comm.sum: rank order).
+    At K = 1, share = 1.0 and the sums return their argument: models.loss_and_grads bit for bit.
+    -> (loss of the batch, summed gradients, new BatchNorm state, correct, counted, spike rate per layer).
+    """
+    lo, hi = comm.shard(len(y))
+    y_r, mask_r = y[lo:hi], None if mask is None else mask[lo:hi]
+    share = _weight(cfg, y_r, mask_r) / _weight(cfg, y, mask)
+    if comm.size > 1:
+        aux = dict(aux or {}, allreduce=comm.sum)                              # BatchNorm over the global batch
+    outputs, cache, state, stats = models.forward(params, state, cfg, x[lo:hi], mask_r, rng, True, aux,
+                                                  np.arange(lo, hi))           # noise ids: places in the batch
+    loss, ctx = models.loss(cfg, outputs, y_r, mask_r)
+    grads = models.backward(params, cfg, cache, share * models.loss_vjp(cfg, ctx))
+    grads = distributed.unflatten(comm.sum(distributed.flatten(grads, np.dtype(cfg["dtype"]))), grads)
+    sums = comm.sum(np.array([loss * share, *_hits(cfg, outputs, y_r, mask_r)]
+                             + [s[k] for s in stats for k in ("spikes", "sites")], dtype=np.float64))
+    rates = [spikes / sites for spikes, sites in sums[3:].reshape(-1, 2) if sites]
+    return float(sums[0]), grads, state, int(sums[1]), int(sums[2]), rates
+
+
 # options a resumed run may change: more epochs extend the cosine schedule from where it stands
 RESUMABLE = ("epochs",)
 
@@ -196,7 +263,7 @@ def _resume_conflicts(saved_cfg, saved_opts, model, model_overrides, options):
 
 
 def run(model="spikingssm", out=None, resume=False, force=False, stop_after=None, log=print, progress=None,
-        model_overrides=None, **train_options):
+        model_overrides=None, comm=None, dist_timeout=None, **train_options):
     """Train `model` on `train_options["task"]`, checkpointing to `out`/checkpoint.h5.
 
     out: the run directory (default runs/<model>-<task>). A directory that already holds a run is never
@@ -205,8 +272,14 @@ def run(model="spikingssm", out=None, resume=False, force=False, stop_after=None
     stop_after: stop (after checkpointing) once this many optimizer steps are done in total.
     Ctrl-C saves a checkpoint and says how to resume. Returns the summary dict of the final test
     evaluation (None when stopped early).
+    comm: the data-parallel communicator (module doc), default distributed.world(dist_timeout): the ranks
+    of mpiexec/srun, else this process alone. dist_timeout: seconds a rank waits for the others in one
+    collective before it ends the job (default distributed.DEFAULT_TIMEOUT).
     """
     reuse_freed_memory()
+    comm = comm or distributed.world(distributed.DEFAULT_TIMEOUT if dist_timeout is None else dist_timeout)
+    if comm.rank != 0:
+        log = _silent                                                          # rank 0 alone prints
     if resume:
         if out is None:
             out = os.path.join("runs", f"{model or 'spikingssm'}-{train_options.get('task', TRAIN_DEFAULTS['task'])}")
@@ -236,32 +309,43 @@ def run(model="spikingssm", out=None, resume=False, force=False, stop_after=None
                                  n_classes=data.n_classes, **overrides)
         params, state = models.init_params(cfg, np.random.default_rng(opts["seed"]))
         opt_state, step, rng, best = optim.adamw_init(params), 0, _train_rng(opts["seed"]), None
-        if force and os.path.isdir(out):
+        if force and comm.rank == 0 and os.path.isdir(out):
             for name in (CKPT_NAME, BEST_NAME, METRICS_NAME, "curves.png"):
                 if os.path.exists(os.path.join(out, name)):
                     os.remove(os.path.join(out, name))
     aux = _aux(cfg)
     n_train = len(data.train)
+    if comm.size > 1:
+        _check_shards(n_train, opts["batch_size"], comm.size)
     steps_per_epoch = -(-n_train // opts["batch_size"])
     total = opts["epochs"] * steps_per_epoch
     warmup = int(round(opts["warmup"] * total))
     base_lr, decay = _lr_and_decay(cfg, opts["lr"], opts["ssm_lr"], opts["weight_decay"])
-    progress = progress or Progress()
+    progress = progress or Progress(show=comm.rank == 0)
     n_params = sum(v.size for v in params.values())
     log(f"model={cfg['model']} task={opts['task']} head={cfg['head']} params={n_params} train={n_train} "
         f"val={len(data.val)} test={len(data.test)} epochs={opts['epochs']} steps={total} "
         f"backend={cfg['backend']} ({backend.resolve(cfg['backend'])}) dtype={cfg['dtype']} out={out}")
+    if comm.size > 1:
+        log(f"data parallel: {comm.size} ranks ({comm.name}), {comm.threads} threads each, global batch "
+            f"{opts['batch_size']}, collective timeout {comm.timeout:g} s")
+    comm.hint = f"; resume from the last checkpoint with: refssm train --resume --out {out} (any number of ranks)"
+    comm.check_same(distributed.digest(np.int64(step), *params.values()), "parameters at the start")
     os.makedirs(out, exist_ok=True)
-    metrics_log = open(os.path.join(out, METRICS_NAME), "a")
+    metrics_log = open(os.path.join(out, METRICS_NAME), "a") if comm.rank == 0 else None
 
-    def save(where=path):
-        checkpoint.save(where, params=params, opt_state=opt_state, step=step,
-                        config={"model": cfg, "train": opts, "best": best}, rng_state=rng.bit_generator.state,
-                        extra=state)
+    def save(where=path, check=True):
+        if check:                                   # a collective: every rank saves at the same steps
+            comm.check_same(distributed.digest(np.int64(step), *params.values()), f"parameters at step {step}")
+        if comm.rank == 0:
+            checkpoint.save(where, params=params, opt_state=opt_state, step=step,
+                            config={"model": cfg, "train": opts, "best": best}, rng_state=rng.bit_generator.state,
+                            extra=state)
 
     def record(entry):
-        metrics_log.write(json.dumps(entry) + "\n")
-        metrics_log.flush()
+        if metrics_log is not None:
+            metrics_log.write(json.dumps(entry) + "\n")
+            metrics_log.flush()
 
     from refssm.datasets import batches
 
@@ -276,8 +360,9 @@ def run(model="spikingssm", out=None, resume=False, force=False, stop_after=None
                 if epoch * steps_per_epoch + b < step:
                     continue                                                   # replayed on resume
                 t_step = time.time()
-                loss, grads, state, outputs, stats = models.loss_and_grads(params, state, cfg, x, y, mask, rng, True,
-                                                                           aux)
+                comm.where = f"step {step + 1}"
+                loss, grads, state, c, k, layer_rates = global_batch_grads(params, state, cfg, x, y, mask, rng, aux,
+                                                                           comm)
                 if opts["clip"] > 0:
                     grads, _ = optim.clip_grad_norm(grads, opts["clip"])
                 scale = optim.cosine_schedule(step, total, warmup, 1.0)
@@ -286,11 +371,10 @@ def run(model="spikingssm", out=None, resume=False, force=False, stop_after=None
                 step += 1
                 w = _weight(cfg, y, mask)
                 loss_sum, weight = loss_sum + loss * w, weight + w
-                c, k = _hits(cfg, outputs, y, mask)
                 correct, counted = correct + c, counted + k
                 running = summarize(cfg, loss_sum / weight, correct, counted)
                 record(dict(step=step, epoch=epoch + 1, loss=loss, **({"acc": c / k} if k else {}),
-                            lr=opts["lr"] * scale, spike_rate=[s["spikes"] / s["sites"] for s in stats if s["sites"]],
+                            lr=opts["lr"] * scale, spike_rate=[float(r) for r in layer_rates],
                             seconds=time.time() - t_step))
                 elapsed = time.time() - t0
                 rate = (step - step0) * opts["batch_size"] / max(elapsed, 1e-9)
@@ -302,7 +386,8 @@ def run(model="spikingssm", out=None, resume=False, force=False, stop_after=None
                     progress.clear()
                     log(f"stopped after step {step}; resume with: refssm train --resume --out {out}")
                     return None
-            val = evaluate(params, state, cfg, data.val, 256, opts["seed"], aux)
+            comm.where = f"validation after epoch {epoch + 1}"
+            val = evaluate(params, state, cfg, data.val, 256, opts["seed"], aux, comm)
             if _better(cfg, val, best):
                 best = dict(epoch=epoch + 1, **{k: v for k, v in val.items() if k in ("acc", "loss")})
                 save(os.path.join(out, BEST_NAME))
@@ -316,16 +401,23 @@ def run(model="spikingssm", out=None, resume=False, force=False, stop_after=None
                 + f" spike_rate {val['spike_rate']:.3f} ({time.time() - t0:.0f}s)")
     except KeyboardInterrupt:
         progress.clear()
-        save()
+        save(check=False)                           # no collective: the ranks were interrupted anywhere
         log(f"interrupted at step {step}: checkpoint saved to {path}; resume with: refssm train --resume --out {out}")
         raise
+    except Exception as e:
+        if comm.size > 1:                           # end every rank now, not after the others' timeout
+            comm.fail(f"rank {comm.rank} of {comm.size}: {type(e).__name__}: {e} (at {comm.where}){comm.hint}")
+        raise
     finally:
-        metrics_log.close()
+        if metrics_log is not None:
+            metrics_log.close()
     used = "last"
+    comm.where = "test evaluation"
+    comm.barrier()                                  # rank 0 has written best.h5 before any rank reads it
     if best is not None and os.path.exists(os.path.join(out, BEST_NAME)):
         ckpt_best = checkpoint.load(os.path.join(out, BEST_NAME))
         params, state, used = ckpt_best.params, ckpt_best.extra or {}, f"best (epoch {best['epoch']})"
-    test = evaluate(params, state, cfg, data.test, 256, opts["seed"], aux)
+    test = evaluate(params, state, cfg, data.test, 256, opts["seed"], aux, comm)
     summary = dict(model=cfg["model"], task=opts["task"], **{"test_" + k: v for k, v in test.items()
                                                             if k not in ("layer_rates", "spike_rate", "energy_uJ")},
                    spike_rate=test["spike_rate"], energy_uJ=test["energy_uJ"], steps=step,
@@ -376,9 +468,9 @@ def _cmd_train(args):
     options = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
     try:
         summary = run(args.model, args.out, resume=args.resume, force=args.force, stop_after=args.stop_after,
-                      model_overrides=overrides, **options)
+                      model_overrides=overrides, dist_timeout=args.dist_timeout, **options)
     except ValueError as e:
-        raise _as_flag_error(e, list(TRAIN_DEFAULTS) + list(overrides) + ["model"]) from None
+        raise _as_flag_error(e, list(TRAIN_DEFAULTS) + list(overrides) + ["model", "dist_timeout"]) from None
     return 0 if summary is not None or args.stop_after else 1
 
 
@@ -482,6 +574,9 @@ def add_parser(sub):
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out (only --epochs may grow)")
     p.add_argument("--force", action="store_true", help="overwrite a run already in --out")
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many optimizer steps in total")
+    p.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+                   help="under mpiexec: end the job when a rank waits this long for the others in one collective "
+                        f"(a rank died or hangs; default {distributed.DEFAULT_TIMEOUT:g})")
     for k, v in TRAIN_DEFAULTS.items():
         p.add_argument("--" + k.replace("_", "-"), type=str if v is None else type(v), default=None,
                        choices=tuple(datasets.TASKS) if k == "task" else None,

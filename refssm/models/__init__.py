@@ -302,7 +302,8 @@ def forward(p, state, cfg, x, mask, rng, train, aux=None, example_ids=None):
     if cfg["head"] == "retrieval":                                             # second documents: other noise
         ids = np.concatenate([2 * ids, 2 * ids + 1])
     noise = layers.Noise(rng.integers(2**63), ids)
-    env = dict(train=train, state=state, new_state=dict(state), aux=aux or {}, noise=noise)
+    env = dict(train=train, state=state, new_state=dict(state), aux=aux or {}, noise=noise,
+               allreduce=(aux or {}).get("allreduce"))                        # data parallel: layers.norm_layer
     if cfg["head"] == "retrieval":                                             # both sequences, one batch
         x = np.concatenate([x[:, 0], x[:, 1]])
         mask = None if mask is None else np.concatenate([mask[:, 0], mask[:, 1]])

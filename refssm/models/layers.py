@@ -238,12 +238,14 @@ def ssm_layer(t, cfg, pre, z):
 
 
 def norm_layer(t, cfg, prefix, x, env):
-    """LayerNorm or BatchNorm (channels; BatchNorm statistics over batch and time)."""
+    """LayerNorm or BatchNorm (channels; BatchNorm statistics over batch and time). With env["allreduce"]
+    (data-parallel training: a sum over processes, refssm.distributed) BatchNorm's training statistics are
+    those of the global batch (ops.batch_norm)."""
     gamma, beta = t.param(prefix + "gamma"), t.param(prefix + "beta")
     if cfg["norm"] == "layer":
         return t.op("layer_norm", x, gamma, beta)
     y, mean, var = t.op("batch_norm", x, gamma, beta, env["state"][prefix + "mean"],
-                        env["state"][prefix + "var"], env["train"])
+                        env["state"][prefix + "var"], env["train"], allreduce=env.get("allreduce"))
     env["new_state"].update({prefix + "mean": mean, prefix + "var": var})
     return y
 
