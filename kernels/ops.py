@@ -18,7 +18,7 @@ x_hat = (x - mean) / std again inside its fused pass: it reads x where the oracl
 x_hat, the same bytes, and the forward writes one full array fewer. The GLU's ctx is the oracle's:
 the first half a and sigmoid(b).
 
-The GLU's sigmoid uses an exp that LLVM vectorises (`_exp_nonpositive`: Cody-Waite reduction by
+The GLU's sigmoid uses an exp that LLVM vectorises (`exp_nonpositive`: Cody-Waite reduction by
 ln 2 and a degree-13 Taylor polynomial, within 2 ulp in float64), where math.exp would be a libm call
 per element.
 """
@@ -65,7 +65,7 @@ def _pow2(typingctx, k, like):
 
 
 def exp_constants(dtype):
-    """Constants of `_exp_nonpositive`, a tuple of `dtype` scalars (a tuple: the loops keep them in
+    """Constants of `exp_nonpositive`, a tuple of `dtype` scalars (a tuple: the loops keep them in
     registers, where array elements would be reloaded after every store): log2 e, ln 2 = hi + lo (hi exact in 9 bits, so
     k hi is exact), the lowest z, 1/2, 0, and 1/n! for n = 13 .. 0."""
     lowest = -87.0 if np.dtype(dtype) == np.float32 else -708.0
@@ -75,7 +75,7 @@ def exp_constants(dtype):
 
 
 @njit(cache=True, error_model="numpy")
-def _exp_nonpositive(z, ce):
+def exp_nonpositive(z, ce):
     """exp(z) for z <= 0 (0 below ce[3], near where exp underflows): z = k ln 2 + r with |r| <= ln2/2,
     exp(z) = 2^k p(r), p the Taylor polynomial of degree 13 (remainder below 2e-17 relative)."""
     zc = max(z, ce[3])
@@ -90,7 +90,7 @@ def _exp_nonpositive(z, ce):
 @njit(cache=True, error_model="numpy")
 def _sigmoid(z, ce):
     """1 / (1 + exp(-z)) without overflow: with e = exp(-|z|), 1/(1 + e) for z >= 0, e/(1 + e) else."""
-    e = _exp_nonpositive(-abs(z), ce)
+    e = exp_nonpositive(-abs(z), ce)
     q = ce[19] / (ce[19] + e)
     return q if z >= ce[5] else e * q
 

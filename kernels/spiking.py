@@ -36,12 +36,13 @@ import math
 
 import llvmlite.ir as llvm_ir
 import numpy as np
-from numba import njit, prange, types
+from numba import get_num_threads, njit, prange, types
 from numba.extending import intrinsic
 
 from refssm import ssm
 from refssm._checks import choice, time_series
 from refssm.kernels import neurons as fast_neurons
+from refssm.kernels.ops import exp_constants, exp_nonpositive
 from refssm.neurons import compute_dtype, lif_params
 from refssm.spiking import LIF_GRADIENTS
 
@@ -152,9 +153,10 @@ def surrogate_constants(sg, dtype):
 
 
 @njit(cache=True, error_model="numpy")
-def _spikes_row(code, c, v, h, hc, s, g, n):
+def _spikes_row(code, c, ce, v, h, hc, s, g, n):
     """s[k] = 1[v[k] > hc] and g[k] = sg.grad(v[k] - h) for k < n: one loop per surrogate, each
-    written as refssm.surrogate writes it; all but sigmoid (tanh, a libm call) vectorise."""
+    written as refssm.surrogate writes it (sigmoid: in the form without cancellation, with the
+    vectorisable exp of refssm.kernels.ops; ce its constants), so every one vectorises."""
     p0, p1, zero, one, half = c[0], c[1], c[2], c[3], c[4]
     if code == 0:                                          # triangle: max(0, 1 - |z|/w) / w
         for k in range(n):
@@ -165,11 +167,11 @@ def _spikes_row(code, c, v, h, hc, s, g, n):
             s[k] = one if v[k] > hc else zero
             d = p0 * abs(v[k] - h) + one
             g[k] = one / (d * d)
-    elif code == 2:                                        # sigmoid: a s (1 - s), s = (1 + tanh(az/2))/2
-        for k in range(n):
-            s[k] = one if v[k] > hc else zero
-            e = half * (one + math.tanh(p0 * (v[k] - h) / (one + one)))
-            g[k] = p0 * e * (one - e)
+    elif code == 2:                                        # sigmoid: a s (1 - s) = a e / (1 + e)^2
+        for k in range(n):                                 # with e = exp(-a|z|): no cancellation in
+            s[k] = one if v[k] > hc else zero              # 1 - s where s -> 1 (float32 tails)
+            e = exp_nonpositive(-abs(p0 * (v[k] - h)), ce)
+            g[k] = p0 * e / ((one + e) * (one + e))
     elif code == 3:                                        # atan: (a/2) / (1 + (pi a z / 2)^2)
         for k in range(n):
             s[k] = one if v[k] > hc else zero
@@ -187,7 +189,7 @@ def _spikes_row(code, c, v, h, hc, s, g, n):
 
 
 @njit(cache=True, error_model="numpy")
-def _surrogate_scalar(code, c, z):
+def _surrogate_scalar(code, c, ce, z):
     """sg.grad(z) for one value (the refractory VJP's per-element loop)."""
     p0, p1, zero, one, half = c[0], c[1], c[2], c[3], c[4]
     if code == 0:
@@ -196,8 +198,8 @@ def _surrogate_scalar(code, c, z):
         d = p0 * abs(z) + one
         return one / (d * d)
     if code == 2:
-        s = half * (one + math.tanh(p0 * z / (one + one)))
-        return p0 * s * (one - s)
+        e = exp_nonpositive(-abs(p0 * z), ce)
+        return p0 * e / ((one + e) * (one + e))
     if code == 3:
         w = p1 * z * half
         return p0 / (one + w * w)
@@ -265,35 +267,40 @@ def _lif_chain8(x, rows, t0, nt, vt, u, tau, thc, r, hard):
 
 
 @njit(cache=True, error_model="numpy")
-def _lif_spikes_tile(code, c, vt, st, gt, th, thc, nb, nt):
+def _lif_spikes_tile(code, c, ce, vt, st, gt, th, thc, nb, nt):
     """From the potentials vt: spikes st = 1[v > thc] and surrogate derivatives gt = sg.grad(v - v_th)."""
     for j in range(nb):
-        _spikes_row(code, c, vt[j], th[j], thc[j], st[j], gt[j], nt)
+        _spikes_row(code, c, ce, vt[j], th[j], thc[j], st[j], gt[j], nt)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _lif_forward(x, tau, th, thc, r, hard, code, c, s, g, v, save_v, stream, TB):
+def _lif_forward(x, tau, th, thc, r, hard, code, c, ce, s, g, v, save_v, stream, TB, workers):
     """LIF forward over rows x (R, L): spikes s, surrogate derivatives g and (save_v) potentials v."""
     R, L = x.shape
-    for blk in prange((R + RB - 1) // RB):
-        r0 = blk * RB
-        nb = min(RB, R - r0)
+    TB = min(TB, L)
+    nblk = (R + RB - 1) // RB
+    nw = min(nblk, workers)                                # tiles allocated once per worker
+    for w in prange(nw):
         rows = np.empty(RB, np.int64)
         tau_b, th_b, thc_b, r_b = (np.empty(RB, x.dtype), np.empty(RB, x.dtype), np.empty(RB, x.dtype),
                                    np.empty(RB, x.dtype))
-        for j in range(RB):                                # rows past R repeat the last row, unstored
-            i = min(r0 + j, R - 1)
-            rows[j], tau_b[j], th_b[j], thc_b[j], r_b[j] = i, tau[i], th[i], thc[i], r[i]
         u = np.zeros(RB, x.dtype)
         vt, st, gt = np.zeros((RB, TB), x.dtype), np.zeros((RB, TB), x.dtype), np.zeros((RB, TB), x.dtype)
-        for t0 in range(0, L, TB):
-            nt = min(TB, L - t0)
-            _lif_chain8(x, rows, t0, nt, vt, u, tau_b, thc_b, r_b, hard)
-            _lif_spikes_tile(code, c, vt, st, gt, th_b, thc_b, nb, nt)
-            _store_tile(s, st, r0, t0, nb, nt, stream)
-            _store_tile(g, gt, r0, t0, nb, nt, stream)
-            if save_v:
-                _store_tile(v, vt, r0, t0, nb, nt, stream)
+        for blk in range(w * nblk // nw, (w + 1) * nblk // nw):
+            r0 = blk * RB
+            nb = min(RB, R - r0)
+            for j in range(RB):                            # rows past R repeat the last row, unstored
+                i = min(r0 + j, R - 1)
+                rows[j], tau_b[j], th_b[j], thc_b[j], r_b[j] = i, tau[i], th[i], thc[i], r[i]
+                u[j] = 0
+            for t0 in range(0, L, TB):
+                nt = min(TB, L - t0)
+                _lif_chain8(x, rows, t0, nt, vt, u, tau_b, thc_b, r_b, hard)
+                _lif_spikes_tile(code, c, ce, vt, st, gt, th_b, thc_b, nb, nt)
+                _store_tile(s, st, r0, t0, nb, nt, stream)
+                _store_tile(g, gt, r0, t0, nb, nt, stream)
+                if save_v:
+                    _store_tile(v, vt, r0, t0, nb, nt, stream)
         if stream:
             _sfence()
 
@@ -389,34 +396,45 @@ def _threshold_sum(a, gx, q_last, e_kind, s, g, v, h, w, tau, nt):
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _lif_backward(gs, g, s, v, tau, th, vr, hard, through, c, gx, gth, stream, TB):
+def _lif_backward(gs, g, s, v, tau, th, vr, hard, through, c, gx, gth, stream, TB, workers):
     """BPTT over rows (R, L) in one reverse pass: gx (R, L) and gth (R,) = dL/dv_th per row."""
     R, L = gs.shape
+    TB = min(TB, L)
     ntiles = (L + TB - 1) // TB
     unit_c = not hard and not through
     e_kind = (2 if through else 0) if hard else (3 if through else 1)
-    for blk in prange((R + RB - 1) // RB):
-        r0 = blk * RB
-        nb = min(RB, R - r0)
+    nblk = (R + RB - 1) // RB
+    nw = min(nblk, workers)                                # tiles allocated once per worker
+    for w in prange(nw):
         tau_b, th_b, vr_b = np.zeros(RB, gs.dtype), np.zeros(RB, gs.dtype), np.zeros(RB, gs.dtype)
-        for j in range(nb):
-            tau_b[j], th_b[j], vr_b[j] = tau[r0 + j], th[r0 + j], vr[r0 + j]
         gu, q_in, acc = np.zeros(RB, gs.dtype), np.zeros(RB, gs.dtype), np.zeros(RB)
         at, ct, gxt = np.zeros((RB, TB), gs.dtype), np.zeros((RB, TB), gs.dtype), np.zeros((RB, TB), gs.dtype)
-        for tile in range(ntiles - 1, -1, -1):
-            t0 = tile * TB
-            nt = min(TB, L - t0)
-            _adjoint_coefficients(gs, g, s, v, r0, t0, nb, nt, th_b, vr_b, hard, through, c, at, ct)
-            q_in[:] = gu
-            _adjoint_chain8(at, ct, gxt, gu, tau_b, nt, unit_c)
+        for blk in range(w * nblk // nw, (w + 1) * nblk // nw):
+            r0 = blk * RB
+            nb = min(RB, R - r0)
+            for j in range(RB):                            # rows past R: zero coefficients, unstored
+                ok = j < nb
+                tau_b[j] = tau[r0 + j] if ok else 0
+                th_b[j] = th[r0 + j] if ok else 0
+                vr_b[j] = vr[r0 + j] if ok else 0
+                gu[j], acc[j] = 0, 0.0
+                if not ok:
+                    at[j, :] = 0
+                    ct[j, :] = 0
+            for tile in range(ntiles - 1, -1, -1):
+                t0 = tile * TB
+                nt = min(TB, L - t0)
+                _adjoint_coefficients(gs, g, s, v, r0, t0, nb, nt, th_b, vr_b, hard, through, c, at, ct)
+                q_in[:] = gu
+                _adjoint_chain8(at, ct, gxt, gu, tau_b, nt, unit_c)
+                for j in range(nb):
+                    i = r0 + j
+                    acc[j] += _threshold_sum(at[j], gxt[j], q_in[j], e_kind, s[i, t0:t0 + nt], g[i, t0:t0 + nt],
+                                             v[i, t0:t0 + nt] if hard and through else s[i, t0:t0 + nt],
+                                             th_b[j], vr_b[j], tau_b[j], nt)
+                _store_tile(gx, gxt, r0, t0, nb, nt, stream)
             for j in range(nb):
-                i = r0 + j
-                acc[j] += _threshold_sum(at[j], gxt[j], q_in[j], e_kind, s[i, t0:t0 + nt], g[i, t0:t0 + nt],
-                                         v[i, t0:t0 + nt] if hard and through else s[i, t0:t0 + nt],
-                                         th_b[j], vr_b[j], tau_b[j], nt)
-            _store_tile(gx, gxt, r0, t0, nb, nt, stream)
-        for j in range(nb):
-            gth[r0 + j] = -acc[j]
+                gth[r0 + j] = -acc[j]
         if stream:
             _sfence()
 
@@ -450,8 +468,8 @@ def lif(x, tau, v_th, sg, gradient="bptt", reset="hard", v_reset=0.0):
     v = _empty_aligned(xr.shape, dtype) if save_v else np.empty((0, 0), dtype)
     stream = _streams(s, FORWARD_TILE)
     if xr.size:
-        _lif_forward(xr, tau_r, th_r, thc, vr_r if hard else th_r, hard, code, c, s, g, v, save_v,
-                     stream, FORWARD_TILE // dtype.itemsize)
+        _lif_forward(xr, tau_r, th_r, thc, vr_r if hard else th_r, hard, code, c, exp_constants(dtype),
+                     s, g, v, save_v, stream, FORWARD_TILE // dtype.itemsize, 4 * get_num_threads())
     ctx = (gradient, hard, g, s, v if save_v else None, tau_r, th_r, vr_r, c, x.shape, np.shape(v_th))
     return s.reshape(x.shape), ctx
 
@@ -471,7 +489,8 @@ def lif_vjp(ctx, gs):
         gx, gth = _empty_aligned(g.shape, g.dtype), np.zeros(g.shape[0])
         if g.size:
             _lif_backward(gs, g, s, v if v is not None else s, tau_r, th_r, vr_r, hard,
-                          gradient == "bptt", c, gx, gth, _streams(gx, BACKWARD_TILE), BACKWARD_TILE // g.itemsize)
+                          gradient == "bptt", c, gx, gth, _streams(gx, BACKWARD_TILE), BACKWARD_TILE // g.itemsize,
+                          4 * get_num_threads())
     gv_th = ssm.sum_to_shape(gth.reshape(shape[:-1]), th_shape).astype(g.dtype)
     return gx.reshape(shape), gv_th
 
@@ -490,7 +509,7 @@ def refractory(y, ln_vth, log_theta_r, tau, beta, sg):
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _refractory_vjp_rows(gs, s, m, v_th, tau, beta, code, c, gy, g_vth, g_theta):
+def _refractory_vjp_rows(gs, s, m, v_th, tau, beta, code, c, ce, gy, g_vth, g_theta):
     """Per row (R = B H rows, parameters per row): in time, G_t = gs_t sg.grad(m_t - v_th) and the
     sums sum_t G_t (-1 - reset_t), sum_t G_t (-trace_t) with reset_t = tau (reset_{t-1} + s_{t-1}),
     trace_t = beta trace_{t-1} + s_{t-1}; then backwards gy_t = G_t + tau gy_{t+1}."""
@@ -504,7 +523,7 @@ def _refractory_vjp_rows(gs, s, m, v_th, tau, beta, code, c, gy, g_vth, g_theta)
             if t > 0:
                 reset = a * (reset + s[i, t - 1])
                 trace = b * trace + s[i, t - 1]
-            G = gs[i, t] * _surrogate_scalar(code, c, m[i, t] - h)
+            G = gs[i, t] * _surrogate_scalar(code, c, ce, m[i, t] - h)
             gy[i, t] = G
             acc_v += np.float64(G * (-one - reset))
             acc_t += np.float64(G * -trace)
@@ -530,7 +549,7 @@ def refractory_vjp(ctx, gs):
     gy, g_vth, g_theta = np.empty((B * H, L), dtype), np.empty(B * H), np.empty(B * H)
     if gy.size:
         _refractory_vjp_rows(_rows(gs.astype(dtype, copy=False)), _rows(s), _rows(m), *per_row, code, c,
-                             gy, g_vth, g_theta)
+                             exp_constants(dtype), gy, g_vth, g_theta)
     else:
         g_vth[:], g_theta[:] = 0.0, 0.0
     g_vth, g_theta = g_vth.reshape(B, H).sum(axis=0), g_theta.reshape(B, H).sum(axis=0)

@@ -93,8 +93,11 @@ def lif_bandwidth(rounds=5, R=8192, L=4096):
         fast_spiking._streams(gx, fast_spiking.BACKWARD_TILE)
 
     def passes():
-        fast_spiking._lif_forward(x, tau, th, thc, th, False, code, c, s_rows, g, no_v, False, stream_f, TBf)
-        fast_spiking._lif_backward(gs, g, s_rows, s_rows, tau, th, vr, False, False, c, gx, gth, stream_b, TBb)
+        fast_spiking._lif_forward(x, tau, th, thc, th, False, code, c, fast_ops.exp_constants(np.float32), s_rows,
+                                  g, no_v, False, stream_f, TBf,
+                                  4 * numba.get_num_threads())
+        fast_spiking._lif_backward(gs, g, s_rows, s_rows, tau, th, vr, False, False, c, gx, gth, stream_b, TBb,
+                                   4 * numba.get_num_threads())
 
     def calls():
         _, ctx = fast_spiking.lif(*args)
