@@ -20,16 +20,20 @@ so the backward is one pass over what the forward saved: g and s ("output": g on
 with the hard reset also v). Time-major tiles (rows in SIMD lanes) were measured slower here: the
 transposes in and out cost more than the scalar chains, about 1.5 cycles a step on Zen 4. The
 backward's long tiles keep the reads in long runs, which the hardware prefetchers follow although
-the pass walks the tiles backwards (1 KiB tiles read at about half the speed). Outputs larger than the last-level cache (STREAM_BYTES) whose rows are
-64-byte aligned are written with non-temporal (streaming) stores, as memcpy does for large copies:
-the store does not first read the line it overwrites, so a written byte costs one transfer, not two.
-The outputs are allocated 64-byte aligned for this.
+the pass walks the tiles backwards (1 KiB tiles read at about half the speed).
+
+Outputs larger than the last-level cache (STREAM_BYTES) whose rows are 64-byte aligned are written
+with non-temporal (streaming) stores, as memcpy does for large copies: the store does not first read
+the line it overwrites, so a written byte costs one transfer, not two. The outputs are allocated
+64-byte aligned for this. Tiles are allocated once per worker (4 per thread), not per block.
 
 Arithmetic. The chain is the oracle's, in x's dtype (float32 stays float32; every constant is typed),
 without fastmath: spikes and potentials equal refssm.neurons.lif bit for bit, with two rewrites that
 are exact: s = 1[v >= v_th] is evaluated as v > nextafter(v_th, -inf) (no float lies between), and
 the reset u = v (1 - s) + s v_reset as a select (equal up to the sign of a zero). The surrogate and
-the backward follow the oracle's formulas in a different association, so they agree to rounding.
+the backward follow the oracle's formulas in a different association (the sigmoid surrogate as
+a e / (1 + e)^2, e = exp(-a|z|), which does not cancel in float32 where s -> 1), so they agree to
+rounding. The threshold gradient is summed in float64.
 """
 
 import math
