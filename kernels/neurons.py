@@ -13,17 +13,9 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from refssm.kernels import rows
 from refssm._checks import time_series
 from refssm.neurons import compute_dtype, lif_params, refractory_params
-
-
-def _rows(*arrays):
-    """Arrays (..., n) as C-contiguous rows (R, n), R the product of the leading dims (also for n = 0).
-
-    Contiguous arrays give views, so the compiled loops write their outputs through them. Outputs are
-    allocated by numpy rather than inside the loops: numpy asks for huge pages (fewer page faults)
-    and tracemalloc sees its allocations."""
-    return [np.ascontiguousarray(a.reshape(math.prod(a.shape[:-1]), a.shape[-1])) for a in arrays]
 
 
 def _per_row(*params):
@@ -70,8 +62,8 @@ def lif(x, tau, v_th=1.0, reset="hard", v_reset=0.0, fire_at_equality=True):
     x = _signal(x)
     tau, v_th, v_reset = lif_params(x, tau, v_th, reset, v_reset)
     s, v = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
-    _lif_rows(*_rows(x), *_per_row(tau, v_th, v_reset), reset == "hard", bool(fire_at_equality),
-              *_constants(x.dtype), *_rows(s, v))
+    _lif_rows(*rows(x), *_per_row(tau, v_th, v_reset), reset == "hard", bool(fire_at_equality),
+              *_constants(x.dtype), *rows(s, v))
     return s, v
 
 
@@ -101,8 +93,8 @@ def refractory(x, tau, v_th, theta_r, beta, fire_at_equality=True):
     x = _signal(x)
     params = refractory_params(x, tau, v_th, theta_r, beta)
     s, m = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
-    _refractory_rows(*_rows(x), *_per_row(*params), bool(fire_at_equality), *_constants(x.dtype),
-                     *_rows(s, m))
+    _refractory_rows(*rows(x), *_per_row(*params), bool(fire_at_equality), *_constants(x.dtype),
+                     *rows(s, m))
     return s, m
 
 
@@ -162,6 +154,6 @@ def pmbc(x, tau, v_th, theta_r, beta, fire_at_equality=True):
     params = refractory_params(x, tau, v_th, theta_r, beta)
     s, m = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
     iterations = np.empty(math.prod(x.shape[:-1]), np.int64)                 # per row
-    _pmbc_rows(*_rows(x), *_per_row(*params), bool(fire_at_equality), *_constants(x.dtype),
-               x.dtype.type(1e-9), *_rows(s, m), iterations)
+    _pmbc_rows(*rows(x), *_per_row(*params), bool(fire_at_equality), *_constants(x.dtype),
+               x.dtype.type(1e-9), *rows(s, m), iterations)
     return s, m, int(iterations.max(initial=0))

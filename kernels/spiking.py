@@ -45,7 +45,7 @@ from numba.extending import intrinsic
 
 from refssm import ssm
 from refssm._checks import choice, time_series
-from refssm.kernels import neurons as fast_neurons
+from refssm.kernels import neurons as fast_neurons, rows
 from refssm.kernels.ops import exp_constants, exp_nonpositive
 from refssm.neurons import compute_dtype, lif_params
 from refssm.spiking import LIF_GRADIENTS
@@ -447,9 +447,9 @@ def _lif_backward(gs, g, s, v, tau, th, vr, hard, through, c, gx, gth, stream, T
 # LIF: the public pair
 # --------------------------------------------------------------------------------------------------
 
-def _rows(a):
-    """a (..., L) as C-contiguous rows (R, L) (a view when a is contiguous)."""
-    return np.ascontiguousarray(a.reshape(math.prod(a.shape[:-1]), a.shape[-1]))
+def _row(a):
+    """One array (..., L) as contiguous rows (R, L): refssm.kernels.rows."""
+    return rows(a)[0]
 
 
 def lif(x, tau, v_th, sg, gradient="bptt", reset="hard", v_reset=0.0):
@@ -464,7 +464,7 @@ def lif(x, tau, v_th, sg, gradient="bptt", reset="hard", v_reset=0.0):
     tau_r, th_r, vr_r = lif_params(x, tau, v_th, reset, v_reset)
     dtype, hard = x.dtype, reset == "hard"
     code, c = surrogate_constants(sg, dtype)
-    xr = _rows(x)
+    xr = _row(x)
     tau_r, th_r, vr_r = (np.ascontiguousarray(a, dtype).reshape(-1) for a in (tau_r, th_r, vr_r))
     thc = np.nextafter(th_r, dtype.type(-np.inf)) if sg.fire_at_equality else th_r
     save_v = hard and gradient == "bptt"
@@ -485,7 +485,7 @@ def lif_vjp(ctx, gs):
     gs = np.asarray(gs)
     if gs.shape != shape:
         raise ValueError(f"gs must have shape {shape}, got {gs.shape}")
-    gs = _rows(gs.astype(g.dtype, copy=False))
+    gs = _row(gs.astype(g.dtype, copy=False))
     if gradient == "output":                               # no recursion: dL/dx_t = gs_t g_t
         gx = np.multiply(gs, g)
         gth = -gx.sum(axis=-1, dtype=np.float64)
@@ -552,7 +552,7 @@ def refractory_vjp(ctx, gs):
                for p in (v_th, tau, beta)]
     gy, g_vth, g_theta = np.empty((B * H, L), dtype), np.empty(B * H), np.empty(B * H)
     if gy.size:
-        _refractory_vjp_rows(_rows(gs.astype(dtype, copy=False)), _rows(s), _rows(m), *per_row, code, c,
+        _refractory_vjp_rows(_row(gs.astype(dtype, copy=False)), _row(s), _row(m), *per_row, code, c,
                              exp_constants(dtype), gy, g_vth, g_theta)
     else:
         g_vth[:], g_theta[:] = 0.0, 0.0

@@ -10,7 +10,7 @@ N/2 innermost. Complex sums run in another order than the oracle's einsum, so th
 import numpy as np
 from numba import njit, prange
 
-from refssm.kernels.neurons import _rows
+from refssm.kernels import rows
 from refssm import ssm
 
 _BLOCK = 64   # kernel: powers Abar^l are exp(l log Abar) every _BLOCK steps, running products between
@@ -57,7 +57,7 @@ def scan(u, Abar, Bbar, C):
     """
     u, Abar, Bbar, C = ssm.check_scan(u, Abar, Bbar, C)
     y = np.empty(u.shape)
-    _scan_rows(*_rows(u, Abar.real, Abar.imag, Bbar.real, Bbar.imag, C.real, C.imag, y))
+    _scan_rows(*rows(u, Abar.real, Abar.imag, Bbar.real, Bbar.imag, C.real, C.imag, y))
     return y
 
 
@@ -89,7 +89,7 @@ def exp_sum(W, Abar, log_Abar, L):
     """
     W, Abar, log_Abar = (np.asarray(x, dtype=np.complex128) for x in np.broadcast_arrays(W, Abar, log_Abar))
     K = np.empty(W.shape[:-1] + (L,))
-    _kernel_rows(*_rows(W, Abar, log_Abar, K))
+    _kernel_rows(*rows(W, Abar, log_Abar, K))
     return K
 
 
@@ -139,7 +139,7 @@ def power_moments(g, Abar, log_Abar):
                       for x in (Abar, log_Abar))
     g = np.broadcast_to(np.asarray(g, dtype=np.float64), lead + g.shape[-1:])
     S, R = np.empty(Abar.shape, complex), np.empty(Abar.shape, complex)
-    _moments_rows(*_rows(g, Abar, log_Abar, S, R))
+    _moments_rows(*rows(g, Abar, log_Abar, S, R))
     return S, R
 
 

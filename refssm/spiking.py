@@ -132,12 +132,12 @@ def lif_vjp(ctx, gs):
         dL/dv_th = sum_t -dL/ds_t g_t  [- dL/du_t s_t, the soft reset's explicit v_th]
     """
     s, v, tau, v_th, v_reset, reset, sg, gradient = ctx
-    th = np.broadcast_to(v_th, s.shape[:-1])[..., None]
+    th = np.broadcast_to(np.asarray(v_th, s.dtype), s.shape[:-1])[..., None]
     g = sg.grad(v - th).astype(s.dtype, copy=False)                            # (..., L)
     if gradient == "output":
         gx = gs * g
         return gx, ssm.sum_to_shape(-gx.sum(axis=-1), np.shape(v_th))
-    tau, v_th_r, v_reset = (np.broadcast_to(a, s.shape[:-1]) for a in (tau, v_th, v_reset))
+    tau, v_th_r, v_reset = (np.broadcast_to(np.asarray(a, s.dtype), s.shape[:-1]) for a in (tau, v_th, v_reset))
     hard, through_reset = reset == "hard", gradient == "bptt"
     gx = np.empty_like(s)
     gu = np.zeros(s.shape[:-1], s.dtype)                                       # dL/du_t
