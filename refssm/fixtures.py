@@ -33,7 +33,6 @@ and no NaN. Another implementation writes the same layout with only `format` at 
 Files are written atomically (temporary file, fsync, rename), as refssm.checkpoint does.
 """
 
-import argparse
 import fnmatch
 import json
 import os
