@@ -37,7 +37,6 @@ the new one, never half of one. On any error the temp file is removed.
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 import urllib.parse
@@ -47,6 +46,7 @@ import numpy as np
 
 import refssm
 from refssm._checks import positive_int
+from refssm._io import digest, hdf5_atomic
 
 FORMAT = "refssm-checkpoint"
 FORMAT_VERSION = 1
@@ -158,28 +158,7 @@ def _flat_arrays(where, d):
             raise ValueError(f"{where}[{key!r}] must be a numpy array, got {type(value).__name__}")
 
 
-def _digest(leaves, step):
-    """SHA-256 over (path, kind, dtype, shape, bytes) of every dataset in path order, then step."""
-    h = hashlib.sha256()
-    for path, kind, a in sorted(leaves, key=lambda t: t[0]):
-        a = np.ascontiguousarray(a)
-        for part in (path.encode(), kind.encode(), a.dtype.str.encode(),
-                     repr(a.shape).encode(), a.tobytes()):
-            h.update(len(part).to_bytes(8, "little"))
-            h.update(part)
-    h.update(b"step=%d" % step)
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------- save / load
-
-def _fsync_path(path, flags):
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def save(path, *, params, opt_state, step, config, rng_state, extra=None):
     """Write a checkpoint to `path` atomically (see the module docstring for the layout).
@@ -212,34 +191,20 @@ def save(path, *, params, opt_state, step, config, rng_state, extra=None):
         raise ValueError(f"rng_state must be a dict (Generator.bit_generator.state), "
                          f"got {type(rng_state).__name__}")
 
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        leaves = []
-        with h5py.File(tmp, "w", track_order=True) as f:
-            ds = f.create_dataset("config", data=np.bytes_(config_json.encode("ascii")))
-            ds.attrs["kind"] = np.bytes_(b"json")
-            leaves.append((ds.name, "json", np.bytes_(config_json.encode("ascii"))))
-            for section, tree in (("params", params), ("opt_state", opt_state),
-                                  ("rng_state", rng_state), ("extra", extra)):
-                if tree is not None:
-                    _write_tree(f.create_group(section, track_order=True), tree, section, leaves)
-            f.attrs["step"] = np.int64(step)
-            f.attrs["sha256"] = np.bytes_(_digest(leaves, step).encode())
-            f.attrs["refssm_version"] = np.bytes_(refssm.__version__.encode())
-            f.attrs["format_version"] = np.int64(FORMAT_VERSION)
-            f.attrs["format"] = np.bytes_(FORMAT.encode())
-        _fsync_path(tmp, os.O_RDWR)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable; not possible on every OS
-        _fsync_path(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    except OSError:
-        pass
+    leaves = []
+    with hdf5_atomic(path) as f:
+        ds = f.create_dataset("config", data=np.bytes_(config_json.encode("ascii")))
+        ds.attrs["kind"] = np.bytes_(b"json")
+        leaves.append((ds.name, "json", np.bytes_(config_json.encode("ascii"))))
+        for section, tree in (("params", params), ("opt_state", opt_state),
+                              ("rng_state", rng_state), ("extra", extra)):
+            if tree is not None:
+                _write_tree(f.create_group(section, track_order=True), tree, section, leaves)
+        f.attrs["step"] = np.int64(step)
+        f.attrs["sha256"] = np.bytes_(digest(leaves, step).encode())
+        f.attrs["refssm_version"] = np.bytes_(refssm.__version__.encode())
+        f.attrs["format_version"] = np.int64(FORMAT_VERSION)
+        f.attrs["format"] = np.bytes_(FORMAT.encode())
 
 
 def _text(attrs, name):
@@ -284,7 +249,7 @@ def load(path):
             ds = f["config"]
             config = json.loads(ds[()].decode("ascii"))
             leaves.append((ds.name, _text(ds.attrs, "kind"), ds[...]))
-            actual = _digest(leaves, step)
+            actual = digest(leaves, step)
     except CheckpointError:
         raise
     except (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as e:

@@ -45,7 +45,7 @@ import numpy as np
 
 import refssm
 from refssm import conventions, fractional, neurons, spiking, ssm, surrogate
-from refssm.checkpoint import _digest, _fsync_path
+from refssm._io import digest, hdf5_atomic
 
 FORMAT = "refssm-fixtures"
 FORMAT_VERSION = 1
@@ -483,38 +483,26 @@ def export(path, cases=None):
     """Write `cases` (default: build_cases()) to the HDF5 file `path`, atomically. Returns the cases."""
     cases = build_cases() if cases is None else cases
     path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["refssm_version"] = refssm.__version__
-            root = f.create_group("cases", track_order=True)
-            for c in cases:
-                g = root.create_group(c.name, track_order=True)
-                for key, value in (("equation", c.equation), ("conventions", c.conventions),
-                                   ("gradient", c.gradient), ("params", _json(c.params)),
-                                   ("refssm_version", refssm.__version__)):
-                    g.attrs[key] = value
-                g.attrs["rtol"], g.attrs["atol"] = float(c.rtol), float(c.atol)
-                g.attrs["format_version"] = FORMAT_VERSION
-                for section in SECTIONS:
-                    s = g.create_group(section, track_order=True)
-                    for k, v in getattr(c, section).items():
-                        ds = s.create_dataset(k, data=v)
-                        if section == "outputs" and k in c.exact:
-                            ds.attrs["rtol"], ds.attrs["atol"] = 0.0, 0.0
-            f.attrs["sha256"] = _digest(_leaves(f), 0)
-        _fsync_path(tmp, os.O_RDWR)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    try:
-        _fsync_path(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    except OSError:
-        pass
+    with hdf5_atomic(path) as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["refssm_version"] = refssm.__version__
+        root = f.create_group("cases", track_order=True)
+        for c in cases:
+            g = root.create_group(c.name, track_order=True)
+            for key, value in (("equation", c.equation), ("conventions", c.conventions),
+                               ("gradient", c.gradient), ("params", _json(c.params)),
+                               ("refssm_version", refssm.__version__)):
+                g.attrs[key] = value
+            g.attrs["rtol"], g.attrs["atol"] = float(c.rtol), float(c.atol)
+            g.attrs["format_version"] = FORMAT_VERSION
+            for section in SECTIONS:
+                s = g.create_group(section, track_order=True)
+                for k, v in getattr(c, section).items():
+                    ds = s.create_dataset(k, data=v)
+                    if section == "outputs" and k in c.exact:
+                        ds.attrs["rtol"], ds.attrs["atol"] = 0.0, 0.0
+        f.attrs["sha256"] = digest(_leaves(f), 0)
     return cases
 
 
@@ -548,7 +536,7 @@ def load(path, verify=True):
             if stored is None:
                 raise FixtureError(f"{path}: no sha256 attribute (not written by refssm fixtures export)")
             try:
-                actual = _digest(_leaves(f), 0)
+                actual = digest(_leaves(f), 0)
             except (OSError, KeyError, RuntimeError) as e:
                 raise FixtureError(f"{path}: corrupt fixtures file: {e}") from None
             if stored != actual:
