@@ -62,20 +62,22 @@ def scan(u, Abar, Bbar, C):
 
 
 @njit(parallel=True, cache=True)
-def _kernel_rows(W, Abar, log_Abar, K):
+def _kernel_rows(W, a_re, a_im, log_Abar, K):
+    """Modes innermost, real and imaginary parts in separate arrays (the loop over k vectorises)."""
     R, L = K.shape
     n = W.shape[1]
     for i in prange(R):
-        p = np.empty(n, np.complex128)                                         # W Abar^l
+        p_re, p_im = np.empty(n), np.empty(n)                                  # W Abar^l
         for l0 in range(0, L, _BLOCK):
             for k in range(n):
-                p[k] = W[i, k] * np.exp(l0 * log_Abar[i, k])                   # the oracle's power
+                p = W[i, k] * np.exp(l0 * log_Abar[i, k])                      # the oracle's power
+                p_re[k], p_im[k] = p.real, p.imag
             for l in range(l0, min(l0 + _BLOCK, L)):
-                acc = 0.0
+                K[i, l] = 2 * _sum4(p_re)                                      # four partial sums pipeline
                 for k in range(n):
-                    acc += p[k].real
-                    p[k] *= Abar[i, k]
-                K[i, l] = 2 * acc
+                    pr, pi = p_re[k], p_im[k]
+                    p_re[k] = pr * a_re[i, k] - pi * a_im[i, k]
+                    p_im[k] = pr * a_im[i, k] + pi * a_re[i, k]
 
 
 def exp_sum(W, Abar, log_Abar, L):
@@ -89,7 +91,7 @@ def exp_sum(W, Abar, log_Abar, L):
     """
     W, Abar, log_Abar = (np.asarray(x, dtype=np.complex128) for x in np.broadcast_arrays(W, Abar, log_Abar))
     K = np.empty(W.shape[:-1] + (L,))
-    _kernel_rows(*rows(W, Abar, log_Abar, K))
+    _kernel_rows(*rows(W, Abar.real, Abar.imag, log_Abar, K))
     return K
 
 
@@ -113,21 +115,31 @@ def kernel(A, B, C, dt, L, method="zoh"):
 
 
 @njit(parallel=True, cache=True)
-def _moments_rows(g, Abar, log_Abar, S, R1):
+def _moments_rows(g, a_re, a_im, log_Abar, S, R1):
+    """Modes innermost: the n independent chains of a row advance together (real and imaginary parts in
+    separate arrays, so the loop over k vectorises), instead of one latency-bound chain after another."""
     R, L = g.shape
-    n = Abar.shape[1]
+    n = a_re.shape[1]
     for i in prange(R):
-        for k in range(n):
-            s = 0j
-            t = 0j
-            for l0 in range(0, L, _BLOCK):
+        p_re, p_im = np.empty(n), np.empty(n)
+        s_re, s_im, t_re, t_im = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+        for l0 in range(0, L, _BLOCK):
+            for k in range(n):
                 p = np.exp(l0 * log_Abar[i, k])                                # the oracle's power
-                for l in range(l0, min(l0 + _BLOCK, L)):
-                    s += g[i, l] * p
-                    t += l * g[i, l] * p
-                    p *= Abar[i, k]
-            S[i, k] = s
-            R1[i, k] = t
+                p_re[k], p_im[k] = p.real, p.imag
+            for l in range(l0, min(l0 + _BLOCK, L)):
+                gl, lgl = g[i, l], l * g[i, l]
+                for k in range(n):
+                    pr, pi = p_re[k], p_im[k]
+                    s_re[k] += gl * pr
+                    s_im[k] += gl * pi
+                    t_re[k] += lgl * pr
+                    t_im[k] += lgl * pi
+                    p_re[k] = pr * a_re[i, k] - pi * a_im[i, k]
+                    p_im[k] = pr * a_im[i, k] + pi * a_re[i, k]
+        for k in range(n):
+            S[i, k] = s_re[k] + 1j * s_im[k]
+            R1[i, k] = t_re[k] + 1j * t_im[k]
 
 
 def power_moments(g, Abar, log_Abar):
@@ -139,7 +151,7 @@ def power_moments(g, Abar, log_Abar):
                       for x in (Abar, log_Abar))
     g = np.broadcast_to(np.asarray(g, dtype=np.float64), lead + g.shape[-1:])
     S, R = np.empty(Abar.shape, complex), np.empty(Abar.shape, complex)
-    _moments_rows(*rows(g, Abar, log_Abar, S, R))
+    _moments_rows(*rows(g, Abar.real, Abar.imag, log_Abar, S, R))
     return S, R
 
 

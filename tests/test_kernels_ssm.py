@@ -96,7 +96,9 @@ def test_kernel_non_contiguous_and_float32_parameters(H, N, L, method, seed):
             _assert_close(K_fast, K)
             for g_fast, g in zip(fast.kernel_vjp(ctx_fast, gK), ssm.kernel_vjp(ctx, gK)):
                 assert g_fast.dtype == g.dtype
-                _assert_close(g_fast, g)
+                # gdt is one sum of N/2 L terms per channel that cancel down to ~1e-2 of their size: the
+                # two summation orders (Vandermonde einsum, running powers) agree to a few 1e-12 of it
+                np.testing.assert_allclose(g_fast, g, rtol=1e-11, atol=1e-12 * np.abs(g).max(initial=0))
 
 
 def test_power_sums_match_oracle():
