@@ -209,7 +209,7 @@ def _check_shards(n_train, batch_size, ranks):
     if batch_size < ranks or 0 < last < ranks:
         small = f"batches of {batch_size}" if batch_size < ranks else f"a last batch of {last}"
         raise ValueError(f"batch_size must give each of the {ranks} ranks an example of every batch: batch_size "
-                         f"{batch_size} with {n_train} training examples makes {small} examples; choose a batch "
+                         f"{batch_size} with {n_train} training examples makes {small} example(s); choose a batch "
                          f"size >= {ranks} with n_train % batch_size = 0 or >= {ranks}")
 
 
