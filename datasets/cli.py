@@ -48,9 +48,10 @@ def add_parser(sub):
         p.set_defaults(func=func)
 
 
-def _parse_options(args):
+def parse_options(items):
+    """["KEY=VALUE", ...] -> {KEY: value}, each value a Python literal where it parses as one, else a string."""
     opts = {}
-    for item in args.option:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--option expects KEY=VALUE, got {item!r}")
@@ -58,6 +59,11 @@ def _parse_options(args):
             opts[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             opts[key] = value
+    return opts
+
+
+def _parse_options(args):
+    opts = parse_options(args.option)
     if getattr(args, "data_dir", None) is not None:
         opts["data_dir"] = args.data_dir
     if args.permutation_seed is not None:

@@ -39,7 +39,7 @@ from refssm import backend, checkpoint, distributed, models, optim
 from refssm._checks import in_range, positive_int
 from refssm._memory import reuse_freed_memory
 
-TRAIN_DEFAULTS = dict(task="digits", data_dir=None, epochs=10, batch_size=32, lr=0.01, weight_decay=0.01, ssm_lr=1e-3,
+TRAIN_DEFAULTS = dict(task="digits", data_dir=None, task_options=None, epochs=10, batch_size=32, lr=0.01, weight_decay=0.01, ssm_lr=1e-3,
                       warmup=0.1, clip=1.0, seed=0, ckpt_every=0)
 CKPT_NAME, BEST_NAME, METRICS_NAME = "checkpoint.h5", "best.h5", "metrics.jsonl"
 STAT_KEYS = ("spikes", "sites", "ac", "mac")        # models.forward's per-layer counts
@@ -62,10 +62,11 @@ def _aux(cfg):
     return {}
 
 
-def _task(name, data_dir=None):
-    """The task's Dataset (files from data_dir for tasks that read them)."""
+def _task(name, data_dir=None, options=None):
+    """The task's Dataset (files from data_dir for tasks that read them; options: the task's own keyword
+    options, e.g. {"length": 50} for "adding", as `refssm data list` shows them)."""
     from refssm import datasets
-    return datasets.load(name, **({} if data_dir is None else {"data_dir": data_dir}))
+    return datasets.load(name, **({} if data_dir is None else {"data_dir": data_dir}), **(options or {}))
 
 
 def head_of(data):
@@ -186,6 +187,8 @@ def _check_options(options):
     if unknown:
         raise ValueError(f"unknown training options {sorted(unknown)}; allowed: {sorted(TRAIN_DEFAULTS)}")
     opts = dict(TRAIN_DEFAULTS, **options)
+    if opts["task_options"] is not None and not isinstance(opts["task_options"], dict):
+        raise ValueError(f"task_options must be a dict of the task's options, got {opts['task_options']!r}")
     positive_int("epochs", opts["epochs"])
     positive_int("batch_size", opts["batch_size"])
     positive_int("seed", opts["seed"], minimum=0)
@@ -288,7 +291,7 @@ def run(model="spikingssm", out=None, resume=False, force=False, stop_after=None
         opts, cfg = ckpt.config["train"], models.upgrade_config(ckpt.config["model"])
         _resume_conflicts(cfg, opts, model, model_overrides, train_options)
         opts = dict(opts, **{k: v for k, v in train_options.items() if k in RESUMABLE})
-        data = _task(opts["task"], opts["data_dir"])
+        data = _task(opts["task"], opts["data_dir"], opts.get("task_options"))
         params, opt_state, state, step = ckpt.params, ckpt.opt_state, ckpt.extra or {}, ckpt.step
         rng = np.random.default_rng()
         rng.bit_generator.state = ckpt.rng_state
@@ -302,7 +305,7 @@ def run(model="spikingssm", out=None, resume=False, force=False, stop_after=None
         if os.path.exists(path) and not force:
             raise ValueError(f"--out {out} already holds a run ({CKPT_NAME}); continue it with --resume, "
                              f"overwrite it with --force, or choose another --out")
-        data = _task(opts["task"], opts["data_dir"])
+        data = _task(opts["task"], opts["data_dir"], opts.get("task_options"))
         head, n_targets = head_of(data)
         overrides = dict(HEAD_DEFAULTS.get(head, {}), head=head, n_targets=n_targets, **(model_overrides or {}))
         cfg = models.make_config(model, d_input=data.d_input, vocab_size=data.vocab_size,
@@ -465,7 +468,10 @@ def _cmd_train(args):
             overrides[flag] = True
     if args.causal:
         overrides["bidirectional"] = False
-    options = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
+    options = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k, None) is not None}
+    if args.task_option:
+        from refssm.datasets.cli import parse_options
+        options["task_options"] = parse_options(args.task_option)
     try:
         summary = run(args.model, args.out, resume=args.resume, force=args.force, stop_after=args.stop_after,
                       model_overrides=overrides, dist_timeout=args.dist_timeout, **options)
@@ -477,7 +483,7 @@ def _cmd_train(args):
 def _cmd_eval(args):
     ckpt = checkpoint.load(args.checkpoint)
     cfg, opts = models.upgrade_config(ckpt.config["model"]), ckpt.config["train"]
-    data = _task(opts["task"], opts["data_dir"])
+    data = _task(opts["task"], opts["data_dir"], opts.get("task_options"))
     res = evaluate(ckpt.params, ckpt.extra or {}, cfg, getattr(data, args.split), 256, opts["seed"], _aux(cfg))
     print("spike rate per layer: " + " ".join(f"{r:.3f}" for r in res["layer_rates"]))
     print(format_summary(dict(model=cfg["model"], task=opts["task"], split=args.split,
@@ -577,7 +583,11 @@ def add_parser(sub):
     p.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
                    help="under mpiexec: end the job when a rank waits this long for the others in one collective "
                         f"(a rank died or hangs; default {distributed.DEFAULT_TIMEOUT:g})")
+    p.add_argument("-o", "--task-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the task (see `refssm data list`), e.g. -o length=50; repeatable")
     for k, v in TRAIN_DEFAULTS.items():
+        if k == "task_options":
+            continue
         p.add_argument("--" + k.replace("_", "-"), type=str if v is None else type(v), default=None,
                        choices=tuple(datasets.TASKS) if k == "task" else None,
                        help=f"default {v}" if k != "data_dir" else "directory with the task's files")

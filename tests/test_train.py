@@ -132,3 +132,14 @@ def test_every_target_kind_trains(tmp_path, task, head, metric):
     summary = train.run("spikingssm", str(tmp_path / task), log=_quiet, stop_after=None, task=task, epochs=1,
                         batch_size=256, model_overrides=dict(H=8, N=4, n_layers=1))
     assert np.isfinite(summary[metric])
+
+
+def test_task_options_reach_the_loader_and_the_checkpoint(tmp_path):
+    out = str(tmp_path / "run")
+    train.run("spikingssm", out, log=_quiet, stop_after=1, task="adding", task_options={"length": 12, "n_train": 40,
+                                                                                         "n_val": 8, "n_test": 8},
+              batch_size=8, model_overrides=TINY_MODEL)
+    ckpt = checkpoint.load(os.path.join(out, train.CKPT_NAME))
+    assert ckpt.config["train"]["task_options"] == {"length": 12, "n_train": 40, "n_val": 8, "n_test": 8}
+    summary = train.run(None, out, resume=True, log=_quiet)
+    assert summary["steps"] == 10 * 5                                           # 40 examples, batch 8, 10 epochs
