@@ -38,7 +38,7 @@ Threads (one core per rank). At K > 1, `world()` sets each rank's threads to the
 divided by the ranks on its node (the launcher's CPU binding, if any, is respected: a rank bound to c
 cores gets c), or to $REFSSM_THREADS when that is set (at any K): Numba's through
 numba.set_num_threads (the parallel kernels), the BLAS's through threadpoolctl.threadpool_limits
-(numpy's matrix products), and scipy.fft's workers through refssm.ssm._WORKERS (the FFT convolutions).
+(numpy's matrix products), and scipy.fft's workers through refssm.ssm.set_fft_workers (the FFT convolutions).
 So `mpiexec -n 2` on 2 cores runs one thread per rank; NUMBA_NUM_THREADS and OMP_NUM_THREADS need not
 be set (they may be: NUMBA_NUM_THREADS caps what set_num_threads may ask for).
 
@@ -266,7 +266,7 @@ _limits = []    # keeps threadpoolctl's limiter alive
 
 
 def set_threads(n):
-    """Numba (numba.set_num_threads), BLAS (threadpoolctl) and scipy.fft (refssm.ssm._WORKERS) threads := n."""
+    """Numba (numba.set_num_threads), BLAS (threadpoolctl) and scipy.fft (refssm.ssm.set_fft_workers) threads := n."""
     import numba
     from threadpoolctl import threadpool_limits
 
@@ -274,5 +274,5 @@ def set_threads(n):
 
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     _limits.append(threadpool_limits(n))
-    ssm._WORKERS = n
+    ssm.set_fft_workers(n)
     return n

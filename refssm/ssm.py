@@ -272,7 +272,16 @@ def sum_to_shape(g, shape):
 # (mixed inputs compute in float64). A ctx holds the forward's spectra, which the VJP reuses: a forward
 # costs two rffts and one irfft, a VJP one rfft (of gy) and two irffts.
 
-_WORKERS = -1      # scipy.fft threads: all cores
+_WORKERS = -1      # scipy.fft threads: all cores (set_fft_workers)
+
+
+def set_fft_workers(n):
+    """Threads of the FFT convolutions (scipy.fft's workers): n >= 1, or -1 for all cores (the default).
+    refssm.distributed sets it to each rank's share of the cores."""
+    global _WORKERS
+    if n != -1:
+        positive_int("n", n)
+    _WORKERS = int(n)
 
 
 def conv_length(L):

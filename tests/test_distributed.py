@@ -27,7 +27,7 @@ import pytest
 from refssm import checkpoint, distributed, ops, train
 
 TOL = 1e-9
-STEPS = 8
+STEPS = 16
 TIMEOUT = 4                 # --dist-timeout of the fault tests, seconds
 MODEL = ["--H", "16", "--N", "8", "--layers", "2", "--dtype", "float64", "--dropout", "0.1"]
 # batch 15 over 2 ranks: shards of 8 and 7 examples, so the loss weights (8/15, 7/15) matter
@@ -281,8 +281,14 @@ def _descends(pid, ancestor):
     return False
 
 
+def _steps_logged(metrics):
+    """Training steps rank 0 has logged (cheap to poll, unlike loading a checkpoint)."""
+    with open(metrics) as f:
+        return sum(1 for line in f if '"loss"' in line)
+
+
 def _fault(tmp_path, signum):
-    """Start an mpiexec -n 2 run with a checkpoint every step, send signum to rank 1 once step 2 is saved;
+    """Start an mpiexec -n 2 run with a checkpoint every step, send signum to rank 1 once step 3 is logged (step 2 saved);
     -> (run dir, seconds from the signal to the job's end, the job's output (stdout and stderr), its exit status)."""
     out = str(tmp_path / "run")
     ckpt = os.path.join(out, train.CKPT_NAME)
@@ -292,10 +298,13 @@ def _fault(tmp_path, signum):
     try:
         deadline = time.time() + 120
         victim = _rank_pid(job, 1, deadline)
-        while time.time() < deadline and not (os.path.exists(ckpt) and checkpoint.load(ckpt).step >= 2):
+        metrics = os.path.join(out, train.METRICS_NAME)
+        while time.time() < deadline and not (os.path.exists(metrics) and _steps_logged(metrics) >= 3):
             assert job.poll() is None, job.stdout.read()
-            time.sleep(0.01)
-        os.kill(victim, signum)
+            time.sleep(0.005)
+        os.kill(victim, signal.SIGSTOP)          # freeze it at once (the other rank stops at its next sum) ...
+        if signum != signal.SIGSTOP:
+            os.kill(victim, signum)              # ... then deliver the fault: the run cannot outrun the check
         t0 = time.time()
         err, _ = job.communicate(timeout=TIMEOUT + 30)
         return out, time.time() - t0, err, job.returncode
