@@ -522,15 +522,15 @@ def read_metrics(run_dir):
 def plot(run_dir):
     """Loss and accuracy curves (per step, smoothed; validation per epoch) and spike rate per layer, as
     run_dir/curves.png. Needs matplotlib (`pip install 'refssm[plots]'`)."""
+    steps, epochs = read_metrics(run_dir)
+    if not steps:
+        raise ValueError(f"{run_dir}/{METRICS_NAME} holds no training steps yet")
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise ValueError("refssm plot needs matplotlib: pip install 'refssm[plots]'") from None
-    steps, epochs = read_metrics(run_dir)
-    if not steps:
-        raise ValueError(f"{run_dir}/{METRICS_NAME} holds no training steps yet")
     s = np.array([e["step"] for e in steps])
     window = max(1, len(steps) // 50)
 
