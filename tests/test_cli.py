@@ -92,3 +92,17 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert "Traceback" not in err
     assert "resume with: refssm train --resume --out run" in out
     assert checkpoint.load(tmp_path / "run" / train.CKPT_NAME).step >= 3
+
+
+def test_plot_draws_the_curves_or_names_the_extra(tmp_path):
+    ok = _cli(tmp_path, "train", "--out", "run", "--stop-after", "3", *TINY)
+    assert ok.returncode == 0, ok.stderr
+    res = _cli(tmp_path, "plot", "run")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        _one_line_error(res, "pip install 'refssm[plots]'")
+        return
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "run" / "curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
