@@ -291,7 +291,6 @@ def _fault(tmp_path, signum):
     """Start an mpiexec -n 2 run with a checkpoint every step, send signum to rank 1 once step 3 is logged (step 2 saved);
     -> (run dir, seconds from the signal to the job's end, the job's output (stdout and stderr), its exit status)."""
     out = str(tmp_path / "run")
-    ckpt = os.path.join(out, train.CKPT_NAME)
     job = subprocess.Popen(_train_cmd(2, "--out", out, "--stop-after", "200", "--ckpt-every", "1",
                                       "--dist-timeout", str(TIMEOUT), *MODEL, *TRAIN),
                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
