@@ -288,7 +288,8 @@ def forward(p, state, cfg, x, mask, rng, train, aux=None, example_ids=None):
     bool (valid steps; (B, 2, L) for pairs), or None. rng: numpy Generator; one key is drawn from it per
     call for the noise of dropout and stochastic spikes, which is then derived per example from
     example_ids ((B,) integers, default 0..B-1; layers.Noise). train: batch statistics and dropout on.
-    aux: optional fixed extras, e.g. {"sdn": SDN weights}.
+    aux: optional fixed extras: {"sdn": SDN weights} for neuron "sdn"; {"allreduce": f}, f summing an array
+    over processes, for BatchNorm statistics synchronised across data-parallel ranks (refssm.distributed).
     Returns (outputs, cache, new_state, stats): cache is what `backward` needs (the tape), stats a list,
     per layer, of dict(spikes, sites, ac, mac) and a last entry for encoder + decoder MACs.
     """
