@@ -81,7 +81,10 @@ def test_info_into_a_closed_pipe_is_quiet(tmp_path):
 def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "refssm.cli", "train", "--out", "run", *TINY[:-4],
                              "--epochs", "50", "--batch-size", "16"], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                            # a job started in the background by a shell inherits SIGINT ignored, and Python then
+                            # installs no KeyboardInterrupt handler: give the child the default disposition
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     metrics = tmp_path / "run" / train.METRICS_NAME
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
