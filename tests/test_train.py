@@ -143,3 +143,9 @@ def test_task_options_reach_the_loader_and_the_checkpoint(tmp_path):
     assert ckpt.config["train"]["task_options"] == {"length": 12, "n_train": 40, "n_val": 8, "n_test": 8}
     summary = train.run(None, out, resume=True, log=_quiet)
     assert summary["steps"] == 10 * 5                                           # 40 examples, batch 8, 10 epochs
+
+
+def test_small_steps_run_on_one_thread():
+    cores = len(os.sched_getaffinity(0))
+    assert train.threads_for(32 * 64 * 64) == 1                                  # the README's digits step
+    assert train.threads_for(16 * 128 * 1024) == cores                          # the canonical step
