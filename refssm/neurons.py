@@ -80,10 +80,16 @@ def lif(x, tau, v_th=1.0, reset="hard", v_reset=0.0, fire_at_equality=True):
     s, v = np.empty_like(x), np.empty_like(x)
     u = np.zeros(x.shape[:-1], x.dtype)
     for t in range(x.shape[-1]):
-        v[..., t] = tau * u + x[..., t]
-        s[..., t] = _fires(v[..., t], v_th, fire_at_equality)
-        u = v[..., t] * (1 - s[..., t]) + s[..., t] * v_reset if reset == "hard" else v[..., t] - s[..., t] * v_th
+        s[..., t], v[..., t], u = lif_step(u, x[..., t], tau, v_th, reset, v_reset, fire_at_equality)
     return s, v
+
+
+def lif_step(u, x_t, tau, v_th, reset, v_reset, fire_at_equality=True):
+    """One step of `lif` from the post-reset potential u_{t-1}: -> (s_t, v_t, u_t), in u's dtype.
+    Unchecked: `lif` checks its arguments, and streaming inference (refssm.models.stream) calls it per step."""
+    v = tau * u + x_t
+    s = _fires(v, v_th, fire_at_equality).astype(v.dtype)
+    return s, v, (v * (1 - s) + s * v_reset if reset == "hard" else v - s * v_th)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -117,10 +123,15 @@ def refractory(x, tau, v_th, theta_r, beta, fire_at_equality=True):
     s, m = np.empty_like(x), np.empty_like(x)
     v = r = np.zeros(x.shape[:-1], x.dtype)
     for t in range(x.shape[-1]):
-        m[..., t] = _charge(v, r, x[..., t], tau, theta_r)
-        s[..., t] = _fires(m[..., t], v_th, fire_at_equality)
-        v, r = _update(v, r, x[..., t], s[..., t], tau, v_th, beta)
+        s[..., t], m[..., t], v, r = refractory_step(v, r, x[..., t], tau, v_th, theta_r, beta, fire_at_equality)
     return s, m
+
+
+def refractory_step(v, r, x_t, tau, v_th, theta_r, beta, fire_at_equality=True):
+    """One step of `refractory` from (v_{t-1}, r_{t-1}): -> (s_t, m_t, v_t, r_t). Unchecked, as `lif_step`."""
+    m = _charge(v, r, x_t, tau, theta_r)
+    s = _fires(m, v_th, fire_at_equality).astype(m.dtype)
+    return (s, m, *_update(v, r, x_t, s, tau, v_th, beta))
 
 
 def refractory_potential(x, s, tau, v_th, theta_r, beta):

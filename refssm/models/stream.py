@@ -23,7 +23,7 @@ BatchNorm of training mode (statistics over time): `step` runs evaluation mode.
 
 import numpy as np
 
-from refssm import backend, fractional, ops, ssm
+from refssm import backend, fractional, neurons, ops, ssm
 from refssm._checks import trusted
 from refssm.models import layers
 from refssm.tape import Var
@@ -76,21 +76,16 @@ class StepTape:
 def _lif(tape, x, tau, v_th, sg, gradient="bptt", reset="hard", v_reset=0.0):
     c = tape.site("lif")
     u = c.setdefault("u", np.zeros(x.shape[:2], x.dtype))
-    v = tau * u + x[..., 0]                                                   # neurons.lif, one step
-    s = (v >= v_th if sg.fire_at_equality else v > v_th).astype(x.dtype)
-    c["u"] = v * (1 - s) + s * v_reset if reset == "hard" else v - s * v_th
+    s, _, c["u"] = neurons.lif_step(u, x[..., 0], tau, v_th, reset, v_reset, sg.fire_at_equality)
     return s[..., None]
 
 
 def _refractory(tape, y, ln_vth, log_theta_r, tau, beta, sg):
     c = tape.site("refractory")
-    v_th, theta_r = np.exp(ln_vth), np.exp(log_theta_r)
-    v = c.setdefault("v", np.zeros(y.shape[:2], y.dtype))
-    r = c.setdefault("r", np.zeros(y.shape[:2], y.dtype))
-    y_t = y[..., 0]
-    m = tau * v + y_t - theta_r * r                                          # neurons.refractory, one step
-    s = (m >= v_th if sg.fire_at_equality else m > v_th).astype(y.dtype)
-    c["v"], c["r"] = tau * v + y_t - v_th * s, beta * r + s
+    zeros = np.zeros(y.shape[:2], y.dtype)
+    v, r = c.get("v", zeros), c.get("r", zeros)
+    s, _, c["v"], c["r"] = neurons.refractory_step(v, r, y[..., 0], tau, np.exp(ln_vth), np.exp(log_theta_r), beta,
+                                                   sg.fire_at_equality)
     return s[..., None]
 
 
@@ -105,11 +100,7 @@ def _sdn_lif(tape, x, sdn_params, sg):
     return s[..., -1:]
 
 
-def _sample(tape, p, u):
-    return (u < np.clip(p, 0.0, 1.0)).astype(p.dtype)                        # u: the next uniforms
-
-
-STATEFUL = {"lif": _lif, "refractory": _refractory, "sdn_lif": _sdn_lif, "sample": _sample}
+STATEFUL = {"lif": _lif, "refractory": _refractory, "sdn_lif": _sdn_lif}
 
 
 def ssm_step(tape, cfg, pre, z):
