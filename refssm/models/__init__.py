@@ -281,6 +281,22 @@ def head(t, cfg, h, mask):
     return t.call(_squeeze, _squeeze_vjp, out) if cfg["head"] == "value" else out
 
 
+def _environment(cfg, state, x, rng, train, aux, example_ids):
+    """What the layers read besides their parameters: mode, BatchNorm statistics, extras, and the noise
+    of one forward call (one key drawn from rng, streams per example: layers.Noise)."""
+    choice("train", train, (True, False))
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    ids = np.arange(x.shape[0]) if example_ids is None else np.asarray(example_ids)
+    if ids.shape != (x.shape[0],) or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"example_ids must be ({x.shape[0]},) integers, one per example, got {ids.dtype} {ids.shape}")
+    if cfg["head"] == "retrieval":                                             # second documents: other noise
+        ids = np.concatenate([2 * ids, 2 * ids + 1])
+    aux = aux or {}
+    return dict(train=train, state=state, new_state=dict(state), aux=aux, noise=layers.Noise(rng.integers(2**63), ids),
+                allreduce=aux.get("allreduce"))                                # data parallel: layers.norm_layer
+
+
 def forward(p, state, cfg, x, mask, rng, train, aux=None, example_ids=None):
     """The network's outputs (see HEADS), e.g. logits (B, n_classes) for classification.
 
@@ -294,17 +310,7 @@ def forward(p, state, cfg, x, mask, rng, train, aux=None, example_ids=None):
     per layer, of dict(spikes, sites, ac, mac) and a last entry for encoder + decoder MACs.
     """
     p, state, x, mask = _check_inputs(p, state, cfg, x, mask)
-    choice("train", train, (True, False))
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    ids = np.arange(x.shape[0]) if example_ids is None else np.asarray(example_ids)
-    if ids.shape != (x.shape[0],) or not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"example_ids must be ({x.shape[0]},) integers, one per example, got {ids.dtype} {ids.shape}")
-    if cfg["head"] == "retrieval":                                             # second documents: other noise
-        ids = np.concatenate([2 * ids, 2 * ids + 1])
-    noise = layers.Noise(rng.integers(2**63), ids)
-    env = dict(train=train, state=state, new_state=dict(state), aux=aux or {}, noise=noise,
-               allreduce=(aux or {}).get("allreduce"))                        # data parallel: layers.norm_layer
+    env = _environment(cfg, state, x, rng, train, aux, example_ids)
     if cfg["head"] == "retrieval":                                             # both sequences, one batch
         x = np.concatenate([x[:, 0], x[:, 1]])
         mask = None if mask is None else np.concatenate([mask[:, 0], mask[:, 1]])
@@ -325,9 +331,7 @@ def hidden(p, state, cfg, x, mask, rng, aux=None, example_ids=None):
     """The hidden states h (B, H, L) after the final norm, in evaluation mode, by the parallel forward:
     what models.stream.step computes one step at a time."""
     p, state, x, mask = _check_inputs(p, state, cfg, x, mask)
-    ids = np.arange(x.shape[0]) if example_ids is None else np.asarray(example_ids)
-    env = dict(train=False, state=state, new_state=dict(state), aux=aux or {},
-               noise=layers.Noise(rng.integers(2**63), ids))
+    env = _environment(cfg, state, x, rng, False, aux, example_ids)
     with trusted():
         h, _ = network(Tape(p, cfg["backend"]), cfg, x, mask, env)
     return h.value
