@@ -6,16 +6,16 @@ The table OPS below names, for each operation, its oracle (the numpy reference, 
 closed forms and autograd) and its fast paths, one per backend, each tested against that oracle
 (`tests/test_kernels_*.py`). A fast path's ctx is its own: pass it only to its own VJP.
 
-    backend  array module  fast paths
-    numpy    numpy         none: every operation runs its oracle
-    numba    numpy         refssm.kernels.* (Numba, CPU); operations without one run the oracle
-    auto     numpy         numba if it imports, else numpy (the default for training)
+    backend  fast paths
+    numpy    none: every operation runs its oracle
+    numba    refssm.kernels.* (Numba, CPU); operations without one run the oracle
+    auto     numba if it imports, else numpy (the default for training)
 
 An operation is *generic* when its oracle is written against the array module alone (matrix products,
 FFTs, pointwise maps): it is the implementation on every backend and needs no fast path. A
 non-generic operation (a loop in time, or a memory-bound chain that wants fusing) without a fast path
 on the chosen backend falls back to its oracle with a one-time warning naming it. The CuPy issue adds
-a "cupy" row here and to `xp`; nothing else in the models knows which backend runs.
+a "cupy" column to OPS (and an array module for the generic operations); nothing else in the models knows which backend runs.
 """
 
 import importlib
@@ -82,12 +82,6 @@ def resolve(backend):
     return backend
 
 
-def xp(backend):
-    """The array module of `backend` (numpy for numpy and numba; cupy comes through here)."""
-    resolve(backend)
-    return np
-
-
 def _load(target):
     module, name = target.split(":")
     mod = importlib.import_module(module)
@@ -119,11 +113,6 @@ def oracle(name):
     if name not in OPS:
         raise ValueError(f"op must be one of {', '.join(map(repr, OPS))}; got {name!r}")
     return _load(OPS[name][0])
-
-
-def fast_paths():
-    """[(op, backend, "module:forward")] for every registered fast path, for tests and benchmarks."""
-    return [(name, b, target) for name, (_, fast, _) in OPS.items() for b, target in fast.items()]
 
 
 def check_dtype(dtype):
