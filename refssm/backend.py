@@ -6,24 +6,29 @@ The table OPS below names, for each operation, its oracle (the numpy reference, 
 closed forms and autograd) and its fast paths, one per backend, each tested against that oracle
 (`tests/test_kernels_*.py`). A fast path's ctx is its own: pass it only to its own VJP.
 
-    backend  fast paths
-    numpy    none: every operation runs its oracle
-    numba    refssm.kernels.* (Numba, CPU); operations without one run the oracle
-    auto     numba if it imports, else numpy (the default for training)
+    backend  device  fast paths
+    numpy    host    none: every operation runs its oracle
+    numba    host    refssm.kernels.* (Numba, CPU); operations without one run the oracle
+    cupy     GPU     refssm.kernels.cuda.* (Numba CUDA kernels launched on CuPy arrays); the generic
+                     operations run their oracle code on CuPy arrays (`array_module`)
+    auto     host    numba if it imports, else numpy (the default for training). auto never picks
+                     cupy: the CuPy path has not yet been run on a GPU (README, "GPU").
 
 An operation is *generic* when its oracle is written against the array module alone (matrix products,
 FFTs, pointwise maps): it is the implementation on every backend and needs no fast path. A
 non-generic operation (a loop in time, or a memory-bound chain that wants fusing) without a fast path
-on the chosen backend falls back to its oracle with a one-time warning naming it. The CuPy issue adds
-a "cupy" column to OPS (and an array module for the generic operations); nothing else in the models knows which backend runs.
+on the chosen backend falls back to its oracle with a one-time warning naming it. The models do not know
+which backend runs: their arrays live on the backend's device (`to_device`, `to_host`), and code that
+creates arrays asks `array_module(x)` for numpy or cupy.
 """
 
 import importlib
+import sys
 import warnings
 
 import numpy as np
 
-BACKENDS = ("auto", "numpy", "numba")
+BACKENDS = ("auto", "numpy", "numba", "cupy")
 DTYPES = ("float32", "float64")
 
 # op -> (oracle "module:forward", {backend: "module:forward"}, generic). The VJP of "module:f" is
@@ -73,13 +78,77 @@ def _numba_available():
     return True
 
 
+def cupy_unavailable():
+    """Why backend "cupy" cannot run here (one line), or None when it can: CuPy imports and sees a GPU."""
+    try:
+        cupy = importlib.import_module("cupy")
+    except ImportError as e:
+        return (f"CuPy does not import ({e}); install the build for your CUDA, e.g. pip install 'refssm[gpu]' "
+                f"(cupy-cuda13x, CUDA 13)")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:                                                       # CUDA driver/runtime errors
+        return f"CuPy sees no GPU ({type(e).__name__}: {e})"
+    return None if count > 0 else "CuPy sees no GPU (0 CUDA devices)"
+
+
 def resolve(backend):
-    """The concrete backend for `backend` ("auto" -> "numba" when Numba imports, else "numpy")."""
+    """The concrete backend for `backend` ("auto" -> "numba" when Numba imports, else "numpy"; "cupy" only
+    where CuPy imports and sees a GPU, else a ValueError saying why)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
     if backend == "auto":
         return "numba" if _numba_available() else "numpy"
+    if backend == "cupy":
+        why = cupy_unavailable()
+        if why is not None:
+            raise ValueError(f"backend 'cupy' cannot run here: {why}")
     return backend
+
+
+# --------------------------------------------------------------------------------------------------
+# Devices: host (numpy) or GPU (cupy)
+# --------------------------------------------------------------------------------------------------
+
+def _is_device_array(a):
+    """Whether `a` is a CuPy array (recognised by its type's module, so that CuPy is never imported here
+    for a host array)."""
+    return type(a).__module__.partition(".")[0] == "cupy"
+
+
+def array_module(*arrays):
+    """The array module of `arrays`: cupy if any of them is a CuPy array, else numpy. Code that runs on
+    every backend creates its arrays with it (xp.zeros, xp.empty, ...) and uses `fft_module` and
+    `special_module` for what numpy leaves to scipy."""
+    return sys.modules["cupy"] if any(_is_device_array(a) for a in arrays) else np
+
+
+def fft_module(xp):
+    """scipy.fft for numpy, cupyx.scipy.fft for cupy (the same rfft/irfft/next_fast_len signatures)."""
+    return importlib.import_module("scipy.fft" if xp is np else "cupyx.scipy.fft")
+
+
+def special_module(xp):
+    """scipy.special for numpy, cupyx.scipy.special for cupy (erf, expit, log_softmax)."""
+    return importlib.import_module("scipy.special" if xp is np else "cupyx.scipy.special")
+
+
+def device_of(backend):
+    """"gpu" for backend "cupy", else "host"."""
+    return "gpu" if backend == "cupy" else "host"
+
+
+def to_device(a, backend):
+    """`a` on the device of the concrete `backend`: a CuPy array for "cupy" (copied from the host if needed),
+    else `a` as a numpy array (copied to the host if it was a CuPy array)."""
+    if backend == "cupy":
+        return importlib.import_module("cupy").asarray(a)
+    return to_host(a)
+
+
+def to_host(a):
+    """`a` as a numpy array (a CuPy array is copied from the GPU; a numpy array is returned as it is)."""
+    return a.get() if _is_device_array(a) else np.asarray(a)
 
 
 def _load(target):
@@ -102,7 +171,7 @@ def op(name, backend="auto"):
             target = oracle
             if concrete != "numpy" and not generic and (name, concrete) not in _warned:
                 _warned.add((name, concrete))
-                warnings.warn(f"refssm: op {name!r} has no {concrete} fast path; running its numpy oracle",
+                warnings.warn(f"refssm: op {name!r} has no {concrete} fast path; running its oracle",
                               RuntimeWarning, stacklevel=2)
         _resolved[key] = _load(target)
     return _resolved[key]

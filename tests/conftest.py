@@ -1,6 +1,13 @@
-"""Every test runs offline: its dataset cache in tmp_path and network connections refused."""
+"""Every test runs offline: its dataset cache in tmp_path and network connections refused.
 
+The CUDA kernels (refssm.kernels.cuda) run in Numba's CUDA simulator, on the CPU, unless the environment
+says otherwise: on a GPU machine run `NUMBA_ENABLE_CUDASIM=0 pytest tests/test_gpu.py` (README, "GPU").
+"""
+
+import os
 import socket
+
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")      # read when numba.cuda is first imported
 
 import pytest
 
