@@ -17,7 +17,9 @@ per layer the mixing GEMM and its two backward GEMMs, and the FFT convolution (r
 kernel, the product's irfft; backward: rfft of the gradient and two irffts).
 
 Both print a header line and, last, `seconds_per_step=<median>` and `peak_rss_mb=<process peak>`
-lines (the last line is seconds_per_step, which outside scripts parse).
+lines (the last line is seconds_per_step, which outside scripts parse). With --backend cupy the step runs
+on the GPU (inputs moved there once, the clock read after the device has finished the step) and a
+`peak_gpu_mb=` line gives the most memory CuPy's pool held after any step.
 """
 
 import argparse
@@ -37,9 +39,18 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0                # Linux: KiB
 
 
-def train_step_seconds(B, H, N, L, layers, steps, backend="auto", dtype="float32", neuron="anchor"):
-    """Median seconds of `steps` training steps (after one warm-up step that compiles and allocates)."""
-    from refssm import models, optim
+def _device_sync(concrete):
+    """A function that waits for the device of backend `concrete` (a no-op on the host)."""
+    if concrete != "cupy":
+        return lambda: None
+    import cupy
+    return cupy.cuda.Device().synchronize
+
+
+def train_step_seconds(B, H, N, L, layers, steps, backend="auto", dtype="float32", neuron="anchor", peak=None):
+    """Median seconds of `steps` training steps (after one warm-up step that compiles and allocates).
+    peak: a list that receives the GPU pool's largest size in bytes (backend cupy)."""
+    from refssm import backend as backends, models, optim
     from refssm._memory import reuse_freed_memory
 
     reuse_freed_memory()                                                       # as refssm train does
@@ -47,16 +58,28 @@ def train_step_seconds(B, H, N, L, layers, steps, backend="auto", dtype="float32
     cfg = models.make_config("spikingssm", d_input=1, n_classes=10, H=H, N=N, n_layers=layers, prenorm=True,
                              norm="layer", backend=backend, dtype=dtype,
                              **(ANCHOR_NEURON if neuron == "anchor" else SPIKINGSSM_NEURON))
-    params, state = models.init_params(cfg, rng)
+    concrete = backends.resolve(backend)
+    on = lambda tree: {k: backends.to_device(v, concrete) for k, v in tree.items()}
+    params, state = (on(t) for t in models.init_params(cfg, rng))
     opt = optim.adamw_init(params)
-    x, y = rng.standard_normal((B, L, 1)), rng.integers(0, 10, B)
-    times = []
+    x = backends.to_device(rng.standard_normal((B, L, 1)).astype(dtype), concrete)
+    y = backends.to_device(rng.integers(0, 10, B), concrete)
+    sync, pool = _device_sync(concrete), None
+    if concrete == "cupy":
+        import cupy
+        pool = cupy.get_default_memory_pool()
+    times, most = [], 0
     for i in range(steps + 1):
+        sync()
         t0 = time.perf_counter()
         _, grads, state, _, _ = models.loss_and_grads(params, state, cfg, x, y, None, rng)
         params, opt = optim.adamw_step(params, grads, opt, lr=1e-3, weight_decay=0.0)
+        sync()
         if i:
             times.append(time.perf_counter() - t0)
+        most = max(most, pool.total_bytes()) if pool is not None else 0
+    if peak is not None:
+        peak.append(most)
     return statistics.median(times)
 
 
@@ -101,7 +124,7 @@ def main(argv=None):
         p.add_argument("--steps", type=int, default=5)
         p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
         if name == "train-step":
-            p.add_argument("--backend", choices=("auto", "numpy", "numba"), default="auto")
+            p.add_argument("--backend", choices=("auto", "numpy", "numba", "cupy"), default="auto")
             p.add_argument("--neuron", choices=("anchor", "spikingssm"), default="anchor")
     args = ap.parse_args(argv)
     for k in ("batch", "channels", "state", "length", "layers", "steps"):
@@ -110,10 +133,13 @@ def main(argv=None):
     sizes = (args.batch, args.channels, args.state, args.length, args.layers, args.steps)
     print(f"{args.what} B={args.batch} H={args.channels} N={args.state} L={args.length} layers={args.layers} "
           f"dtype={args.dtype}" + (f" backend={args.backend} neuron={args.neuron}" if args.what == "train-step" else ""))
+    peak = []
     if args.what == "train-step":
-        t = train_step_seconds(*sizes, backend=args.backend, dtype=args.dtype, neuron=args.neuron)
+        t = train_step_seconds(*sizes, backend=args.backend, dtype=args.dtype, neuron=args.neuron, peak=peak)
     else:
         t = lower_bound_seconds(args.batch, args.channels, args.length, args.layers, args.steps, args.dtype)
+    if peak and args.backend == "cupy":
+        print(f"peak_gpu_mb={peak[0] / 2**20:.0f}")
     print(f"peak_rss_mb={_peak_rss_mb():.0f}")
     print(f"seconds_per_step={t:.4f}")
     return 0

@@ -18,8 +18,6 @@ passed through. An operation may return extra values after (y, ctx), e.g. BatchN
 statistics: `t.op` then returns (Var, *extras).
 """
 
-import numpy as np
-
 from refssm import backend as _backend
 
 
@@ -100,7 +98,9 @@ class Tape:
 
 
 def _like(g, value):
-    """A parameter's gradient in its own dtype (zeros for a parameter the output does not depend on)."""
+    """A parameter's gradient in its own dtype, on its device (zeros for a parameter the output does not
+    depend on)."""
+    xp = _backend.array_module(value)
     if g is None:
-        return np.zeros_like(value)
-    return np.asarray(g, dtype=value.dtype).reshape(value.shape)
+        return xp.zeros_like(value)
+    return xp.asarray(g).astype(value.dtype, copy=False).reshape(value.shape)

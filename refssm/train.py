@@ -25,6 +25,12 @@ K = 1 the same code runs with sums that return their argument.
 
 A run directory holds checkpoint.h5 (the last), best.h5 (the best on validation), metrics.jsonl (one
 JSON object per step and per epoch) and, after `refssm plot`, curves.png.
+
+Devices: parameters, optimizer state and BatchNorm state live on the device of cfg["backend"] (the GPU for
+"cupy", refssm.backend) for the whole run; each batch is moved there by models.forward; checkpoints and
+metrics are written from host copies, so a checkpoint is the same file whatever the backend, and a run
+saved on a GPU resumes on the CPU and the reverse (`--resume --backend ...`; resuming on another backend
+continues the run exactly as configured, up to that backend's rounding).
 """
 
 import json
@@ -86,7 +92,7 @@ def _hits(cfg, outputs, y, mask):
     """(correct, counted) predictions of one batch: argmax over classes at every scored position."""
     if cfg["head"] == "value":
         return 0, 0
-    pred = np.argmax(outputs, axis=1)
+    pred = np.argmax(backend.to_host(outputs), axis=1)
     if cfg["head"] == "lm":
         return int(np.sum((pred == y) & mask)), int(mask.sum())
     return int(np.sum(pred == y)), int(pred.size)
@@ -236,7 +242,8 @@ def global_batch_grads(params, state, cfg, x, y, mask, rng, aux, comm):
                                                   np.arange(lo, hi))           # noise ids: places in the batch
     loss, ctx = models.loss(cfg, outputs, y_r, mask_r)
     grads = models.backward(params, cfg, cache, share * models.loss_vjp(cfg, ctx))
-    grads = distributed.unflatten(comm.sum(distributed.flatten(grads, np.dtype(cfg["dtype"]))), grads)
+    if comm.size > 1:
+        grads = distributed.unflatten(comm.sum(distributed.flatten(grads, np.dtype(cfg["dtype"]))), grads)
     sums = comm.sum(np.array([loss * share, *_hits(cfg, outputs, y_r, mask_r)]
                              + [s[k] for s in stats for k in ("spikes", "sites")], dtype=np.float64))
     rates = [spikes / sites for spikes, sites in sums[3:].reshape(-1, 2) if sites]
@@ -257,8 +264,23 @@ def threads_for(activation_size):
     return 1 if activation_size < SMALL_ACTIVATION else cores
 
 
-# options a resumed run may change: more epochs extend the cosine schedule from where it stands
+# options a resumed run may change: more epochs extend the cosine schedule from where it stands; the model's
+# backend is where it runs (a run saved on a GPU resumes on the CPU and the reverse)
 RESUMABLE = ("epochs",)
+RESUMABLE_MODEL = ("backend",)
+
+
+def _on(tree, where):
+    """A dict of arrays (nested dicts allowed; other leaves kept) on the device of backend `where`."""
+    return {k: _on(v, where) if isinstance(v, dict) else
+            backend.to_device(v, where) if hasattr(v, "shape") and hasattr(v, "dtype") and v.ndim else v
+            for k, v in tree.items()}
+
+
+def _host(tree):
+    """The same tree with every array on the host (checkpoints, digests)."""
+    return {k: _host(v) if isinstance(v, dict) else backend.to_host(v) if hasattr(v, "shape") and
+            hasattr(v, "dtype") and v.ndim else v for k, v in tree.items()}
 
 
 def _resume_conflicts(saved_cfg, saved_opts, model, model_overrides, options):
@@ -267,7 +289,7 @@ def _resume_conflicts(saved_cfg, saved_opts, model, model_overrides, options):
     if model is not None and model != saved_cfg["model"]:
         bad.append(f"model={model!r} (the run is {saved_cfg['model']!r})")
     for k, v in (model_overrides or {}).items():
-        if saved_cfg.get(k) != v:
+        if k not in RESUMABLE_MODEL and saved_cfg.get(k) != v:
             bad.append(f"{k}={v!r} (the run has {saved_cfg.get(k)!r})")
     for k, v in options.items():
         if k == "epochs" and v >= saved_opts["epochs"]:
@@ -305,6 +327,12 @@ def run(model="spikingssm", out=None, resume=False, force=False, stop_after=None
         opts, cfg = ckpt.config["train"], models.upgrade_config(ckpt.config["model"])
         _resume_conflicts(cfg, opts, model, model_overrides, train_options)
         opts = dict(opts, **{k: v for k, v in train_options.items() if k in RESUMABLE})
+        cfg.update({k: v for k, v in (model_overrides or {}).items() if k in RESUMABLE_MODEL})
+        try:
+            backend.resolve(cfg["backend"])
+        except ValueError as e:                                                # e.g. a GPU run resumed on a CPU
+            raise ValueError(f"{e}; the run was trained with backend {cfg['backend']!r}: continue it here with "
+                             f"--resume --backend auto") from None
         data = _task(opts["task"], opts["data_dir"], opts.get("task_options"))
         params, opt_state, state, step = ckpt.params, ckpt.opt_state, ckpt.extra or {}, ckpt.step
         rng = np.random.default_rng()
@@ -332,6 +360,11 @@ def run(model="spikingssm", out=None, resume=False, force=False, stop_after=None
                     os.remove(os.path.join(out, name))
     aux = _aux(cfg)
     n_train = len(data.train)
+    concrete = backend.resolve(cfg["backend"])
+    if concrete == "cupy" and comm.size > 1:
+        raise ValueError("backend 'cupy' trains on one GPU: data parallelism across GPUs (NCCL) is not implemented "
+                         "yet; run one process, or a CPU backend under mpiexec")
+    params, opt_state, state = _on(params, concrete), _on(opt_state, concrete), _on(state, concrete)
     if comm.size > 1:
         _check_shards(n_train, opts["batch_size"], comm.size)
     elif comm.threads is None:
@@ -344,22 +377,22 @@ def run(model="spikingssm", out=None, resume=False, force=False, stop_after=None
     n_params = sum(v.size for v in params.values())
     log(f"model={cfg['model']} task={opts['task']} head={cfg['head']} params={n_params} train={n_train} "
         f"val={len(data.val)} test={len(data.test)} epochs={opts['epochs']} steps={total} "
-        f"backend={cfg['backend']} ({backend.resolve(cfg['backend'])}) dtype={cfg['dtype']} out={out}")
+        f"backend={cfg['backend']} ({concrete}) dtype={cfg['dtype']} out={out}")
     if comm.size > 1:
         log(f"data parallel: {comm.size} ranks ({comm.name}), {comm.threads} threads each, global batch "
             f"{opts['batch_size']}, collective timeout {comm.timeout:g} s")
     comm.hint = f"; resume from the last checkpoint with: refssm train --resume --out {out} (any number of ranks)"
-    comm.check_same(distributed.digest(np.int64(step), *params.values()), "parameters at the start")
+    comm.check_same(distributed.digest(np.int64(step), *_host(params).values()), "parameters at the start")
     os.makedirs(out, exist_ok=True)
     metrics_log = open(os.path.join(out, METRICS_NAME), "a") if comm.rank == 0 else None
 
     def save(where=path, check=True):
         if check:                                   # a collective: every rank saves at the same steps
-            comm.check_same(distributed.digest(np.int64(step), *params.values()), f"parameters at step {step}")
+            comm.check_same(distributed.digest(np.int64(step), *_host(params).values()), f"parameters at step {step}")
         if comm.rank == 0:
-            checkpoint.save(where, params=params, opt_state=opt_state, step=step,
+            checkpoint.save(where, params=_host(params), opt_state=_host(opt_state), step=step,
                             config={"model": cfg, "train": opts, "best": best}, rng_state=rng.bit_generator.state,
-                            extra=state)
+                            extra=_host(state))
 
     def record(entry):
         if metrics_log is not None:
@@ -435,7 +468,8 @@ def run(model="spikingssm", out=None, resume=False, force=False, stop_after=None
     comm.barrier()                                  # rank 0 has written best.h5 before any rank reads it
     if best is not None and os.path.exists(os.path.join(out, BEST_NAME)):
         ckpt_best = checkpoint.load(os.path.join(out, BEST_NAME))
-        params, state, used = ckpt_best.params, ckpt_best.extra or {}, f"best (epoch {best['epoch']})"
+        params, state = _on(ckpt_best.params, concrete), _on(ckpt_best.extra or {}, concrete)
+        used = f"best (epoch {best['epoch']})"
     test = evaluate(params, state, cfg, data.test, 256, opts["seed"], aux, comm)
     summary = dict(model=cfg["model"], task=opts["task"], **{"test_" + k: v for k, v in test.items()
                                                             if k not in ("layer_rates", "spike_rate", "energy_uJ")},
@@ -499,6 +533,8 @@ def _cmd_train(args):
 def _cmd_eval(args):
     ckpt = checkpoint.load(args.checkpoint)
     cfg, opts = models.upgrade_config(ckpt.config["model"]), ckpt.config["train"]
+    if args.backend is not None:
+        cfg["backend"] = args.backend
     data = _task(opts["task"], opts["data_dir"], opts.get("task_options"))
     res = evaluate(ckpt.params, ckpt.extra or {}, cfg, getattr(data, args.split), 256, opts["seed"], _aux(cfg))
     print("spike rate per layer: " + " ".join(f"{r:.3f}" for r in res["layer_rates"]))
@@ -626,6 +662,8 @@ def add_parser(sub):
     p = sub.add_parser("eval", help="evaluate a checkpoint on its task's test split")
     p.add_argument("checkpoint")
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--backend", choices=backend.BACKENDS, default=None,
+                   help="where to evaluate (default: the backend the run was trained with)")
     p.set_defaults(func=_cmd_eval)
     p = sub.add_parser("info", help="print a checkpoint's configuration and parameters")
     p.add_argument("checkpoint")

@@ -55,7 +55,7 @@ def test_version_and_help_show_choices_and_defaults(tmp_path):
 
     assert _cli(tmp_path, "--version").stdout.strip() == f"refssm {refssm.__version__}"
     help_text = " ".join(_cli(tmp_path, "train", "--help").stdout.split())
-    for fragment in ("{auto,numpy,numba}", "{float32,float64}", "default 10", "default float32", "--causal",
+    for fragment in ("{auto,numpy,numba,cupy}", "{float32,float64}", "default 10", "default float32", "--causal",
                      "{binary_s4d,spikingssm,spike_ssm,pspikessm,longspike}"):
         assert fragment in help_text, fragment
 

@@ -18,7 +18,10 @@ shape, initialiser, optimizer group, weight decay) and writes its core z -> o fo
 Parameters are a flat dict name -> array ("layers.0.log_dt", ...) in the training dtype (cfg["dtype"],
 float32 by default; float64 for gradient checks); complex SSM parameters are stored as real and
 imaginary parts. Batch-norm running statistics live in a separate `state` dict. cfg["backend"] picks
-the implementation of every operation (refssm.backend; "auto" by default).
+the implementation of every operation (refssm.backend; "auto" by default) and the device the arrays live
+on: `forward` moves inputs, parameters and state there (host numpy arrays for numpy, numba and auto; CuPy
+arrays on the GPU for cupy; a no-op where they are there already), and everything computed follows the
+parameters' device. Outputs and gradients stay on that device (backend.to_host brings them back).
 
 Energy convention (the papers'): real x real multiply-accumulates cost 4.6 pJ (MAC), spike (or
 ternary) x real accumulates 0.9 pJ (AC, counted as non-zero inputs x fan-out). The SSM is counted
@@ -170,8 +173,11 @@ def optimizer_groups(cfg):
 # --------------------------------------------------------------------------------------------------
 
 def _check_inputs(p, state, cfg, x, mask):
-    """Validation at the public boundary: inputs, mask and every declared parameter's shape."""
+    """Validation at the public boundary: inputs, mask and every declared parameter's shape (on the host);
+    then everything on the device of cfg["backend"], parameters and state in the training dtype."""
     dtype = np.dtype(cfg["dtype"])
+    x = backend.to_host(x)
+    mask = None if mask is None else backend.to_host(mask)
     lead = 2 if cfg["head"] == "retrieval" else 1                             # (B, 2, L...) for pairs
     if cfg["vocab_size"] is None:
         x = as_array("x", x, ndim=lead + 2).astype(dtype, copy=False)
@@ -203,9 +209,10 @@ def _check_inputs(p, state, cfg, x, mask):
             raise ValueError(f"params is missing {name!r} (declared for model {cfg['model']!r})")
         if np.shape(p[name]) != tuple(d.shape):
             raise ValueError(f"params[{name!r}] must have shape {tuple(d.shape)}, got {np.shape(p[name])}")
-    p = {k: np.asarray(v, dtype=dtype) for k, v in p.items()}
-    state = {k: np.asarray(v, dtype=dtype) for k, v in state.items()}
-    return p, state, x, mask
+    where = backend.resolve(cfg["backend"])
+    p = {k: backend.to_device(v, where).astype(dtype, copy=False) for k, v in p.items()}
+    state = {k: backend.to_device(v, where).astype(dtype, copy=False) for k, v in state.items()}
+    return p, state, backend.to_device(x, where), None if mask is None else backend.to_device(mask, where)
 
 
 def _embed(E, tokens):
@@ -215,14 +222,16 @@ def _embed(E, tokens):
 
 def _pair_features(pooled):
     """(2B, H) pooled encodings of both sequences -> (B, 4H) [u, v, u * v, u - v] (LRA retrieval)."""
-    u, v = np.split(pooled, 2)
-    return np.concatenate([u, v, u * v, u - v], axis=1), (u, v)
+    xp = backend.array_module(pooled)
+    u, v = xp.split(pooled, 2)
+    return xp.concatenate([u, v, u * v, u - v], axis=1), (u, v)
 
 
 def _pair_features_vjp(ctx, g):
     u, v = ctx
-    gu_, gv_, guv, gd = np.split(g, 4, axis=1)
-    return np.concatenate([gu_ + guv * v + gd, gv_ + guv * u - gd])
+    xp = backend.array_module(g)
+    gu_, gv_, guv, gd = xp.split(g, 4, axis=1)
+    return xp.concatenate([gu_ + guv * v + gd, gv_ + guv * u - gd])
 
 
 def _squeeze(y):
@@ -234,18 +243,18 @@ def _squeeze_vjp(shape, g):
     return g.reshape(shape)
 
 
-def _readout_steps(cfg, mask, B, L):
+def _readout_steps(cfg, mask, B, L, xp):
     """(B, K) indices of the steps a head reads: the last valid step (value), the last n_targets (sequence)."""
-    last = (mask.sum(axis=1) if mask is not None else np.full(B, L)) - 1           # (B,)
+    last = (mask.sum(axis=1) if mask is not None else xp.full(B, L)) - 1           # (B,)
     K = 1 if cfg["head"] == "value" else cfg["n_targets"]
-    return last[:, None] - np.arange(K - 1, -1, -1)[None, :]
+    return last[:, None] - xp.arange(K - 1, -1, -1)[None, :]
 
 
 def network(t, cfg, x, mask, env):
     """Encoder and residual blocks on the tape: x -> h (Var (B, H, L)) and per-layer stats."""
     core = MODULES[cfg["model"]].core
     if cfg["vocab_size"] is None:
-        h = t.op("linear", t.input(np.moveaxis(x, -1, 1)), t.param("enc.W"), t.param("enc.b"))  # (B, H, L)
+        h = t.op("linear", t.input(x.transpose(0, 2, 1)), t.param("enc.W"), t.param("enc.b"))  # (B, H, L)
     else:
         h = t.call(_embed, ops.embedding_vjp, t.param("enc.E"), x)
     stats = []
@@ -276,7 +285,7 @@ def head(t, cfg, h, mask):
         return t.op("linear", pooled, *dec)
     if cfg["head"] == "lm":
         return t.op("linear", h, *dec)                                         # (B, V, L)
-    read = t.op("take_steps", h, _readout_steps(cfg, mask, B, L))              # (B, H, K)
+    read = t.op("take_steps", h, _readout_steps(cfg, mask, B, L, backend.array_module(h.value)))  # (B, H, K)
     out = t.op("linear", read, *dec)                                           # (B, C, K)
     return t.call(_squeeze, _squeeze_vjp, out) if cfg["head"] == "value" else out
 
@@ -312,8 +321,9 @@ def forward(p, state, cfg, x, mask, rng, train, aux=None, example_ids=None):
     p, state, x, mask = _check_inputs(p, state, cfg, x, mask)
     env = _environment(cfg, state, x, rng, train, aux, example_ids)
     if cfg["head"] == "retrieval":                                             # both sequences, one batch
-        x = np.concatenate([x[:, 0], x[:, 1]])
-        mask = None if mask is None else np.concatenate([mask[:, 0], mask[:, 1]])
+        xp = backend.array_module(x)
+        x = xp.concatenate([x[:, 0], x[:, 1]])
+        mask = None if mask is None else xp.concatenate([mask[:, 0], mask[:, 1]])
     with trusted():
         t = Tape(p, cfg["backend"])
         h, stats = network(t, cfg, x, mask, env)
@@ -343,15 +353,19 @@ def backward(p, cfg, cache, g_out):
     g_out = as_array("g_out", g_out)
     if g_out.shape != out.shape:
         raise ValueError(f"g_out must have the outputs' shape {out.shape}, got {g_out.shape}")
+    g_out = backend.array_module(out.value).asarray(g_out).astype(out.value.dtype, copy=False)  # outputs' device
     with trusted():
-        grads = t.backward(out, g_out.astype(out.value.dtype, copy=False))
+        grads = t.backward(out, g_out)
     # parameters the output does not depend on (the discarded post-norm of postnorm_bug) get zeros
-    return {name: grads[name] if name in grads else np.zeros_like(p_used[name]) for name in declare(cfg)}
+    return {name: grads[name] if name in grads else backend.array_module(p_used[name]).zeros_like(p_used[name])
+            for name in declare(cfg)}
 
 
 def loss(cfg, outputs, y, mask=None):
     """The head's training loss (see HEADS) -> (loss float, ctx for loss_vjp). mask: for "lm", the
-    valid steps (B, L) of the targets y (B, L)."""
+    valid steps (B, L) of the targets y (B, L). Targets and mask are moved to the outputs' device."""
+    xp = backend.array_module(outputs)
+    y, mask = xp.asarray(y), None if mask is None else xp.asarray(mask)
     if cfg["head"] == "value":
         return ops.mse(outputs, y)
     return ops.cross_entropy(outputs, y, mask if cfg["head"] == "lm" else None)

@@ -8,9 +8,8 @@
 Backward through the spike: fast-sigmoid 1/(25|y| + 1)^2 (2.3).
 """
 
-import numpy as np
 
-from refssm import surrogate
+from refssm import backend, surrogate
 from refssm._checks import choice
 from refssm.models import layers, spikingssm
 
@@ -47,7 +46,7 @@ def core(t, cfg, pre, z, env):
                  t.param(pre + "gsu.beta"), sg)
         y_hat, W_hat = t.context(o)[:2]                                        # the ternary operands
         stats = layers.spike_stats(y_hat, H, macs + 3 * B * L * H)             # + Hadamard, LayerNorm, GELU
-        stats["ac"] += np.count_nonzero(W_hat) * B * L                         # real y x ternary W_hat
+        stats["ac"] += float(backend.array_module(W_hat).count_nonzero(W_hat)) * B * L                         # real y x ternary W_hat
         return o, stats
     s = t.op("spike", y, sg)
     return spikingssm.glu_mixing(t, cfg, pre, s, env), layers.spike_stats(s.value, 2 * H, macs + B * L * H)

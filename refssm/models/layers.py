@@ -96,17 +96,20 @@ class Noise:
         return np.stack([g.random((L, H)).T for g in self.stream(site)]).astype(dtype)
 
 
+# The noise is drawn on the host (the same numbers on every backend) and moved to the activations' device.
+
 def dropout(t, cfg, site, x, env):
     """Dropout (mask tied across time, drawn from the per-example noise) on the tape."""
     if not env["train"] or cfg["dropout"] == 0:
         return x
-    return t.op("dropout", x, cfg["dropout"], env["noise"].masks(site, x.shape[1]), True)
+    u = backend.array_module(x.value).asarray(env["noise"].masks(site, x.shape[1]))
+    return t.op("dropout", x, cfg["dropout"], u, True)
 
 
 def sample(t, site, p, env):
     """Stochastic spikes s = 1[U < clamp(p, 0, 1)] with U from the per-example noise, on the tape."""
     B, H, L = p.shape
-    return t.op("sample", p, env["noise"].series(site, H, L, p.value.dtype))
+    return t.op("sample", p, backend.array_module(p.value).asarray(env["noise"].series(site, H, L, p.value.dtype)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,13 +145,16 @@ def _kernel_op(cfg):
 
 
 def layer_kernel(p, cfg, pre, L):
-    """The layer's kernels K (n_directions, H, L) in the parameters' dtype, and the ctx of its VJP.
+    """The layer's kernels K (n_directions, H, L) in the parameters' dtype, on their device, and the ctx of
+    its VJP.
 
     K = ssm.kernel(A, B, C, dt, L, method) per direction, or for LongSpike the fractional-order kernel
     fractional.fssm_conv_kernel(A, B, C, dt, L, alpha, frac_method) (with the decoupled SOE's
-    omega, eta = longspike_omega_eta(omega_logit, eta_logit)).
+    omega, eta = longspike_omega_eta(omega_logit, eta_logit)). The parameters (H x N/2 values) are brought
+    to the host for the discretisation; the kernel op returns K on the host (numpy, numba) or the GPU (cupy).
     """
-    dtype = p[pre + "log_dt"].dtype
+    dtype, xp = p[pre + "log_dt"].dtype, backend.array_module(p[pre + "log_dt"])
+    p = {k: backend.to_host(v) for k, v in p.items()}
     A = -np.exp(p[pre + "log_A_real"].astype(np.float64)) + 1j * p[pre + "A_imag"]
     B = p[pre + "B_re"] + 1j * p[pre + "B_im"] if pre + "B_re" in p else np.ones_like(A)
     dt = np.exp(p[pre + "log_dt"].astype(np.float64))
@@ -167,16 +173,19 @@ def layer_kernel(p, cfg, pre, L):
             fwd(A, B, C.astype(np.complex128), dt, L, cfg["method"])
         Ks.append(K)
         ctxs.append(ctx)
-    return np.stack(Ks).astype(dtype), (cfg, pre, A, dt, pre + "B_re" in p, soe_ctx, ctxs)
+    on_host = backend.array_module(*Ks) is np          # an op without a GPU fast path ran on the host
+    return xp.stack([xp.asarray(K) for K in Ks]).astype(dtype), \
+        (cfg, pre, A, dt, pre + "B_re" in p, soe_ctx, ctxs, xp, on_host)
 
 
 def layer_kernel_vjp(ctx, gK):
-    """{parameter name: gradient} of the layer's SSM parameters, from gK = dL/dK (n_directions, H, L)."""
-    cfg, pre, A, dt, trainable_B, soe_ctx, ctxs = ctx
+    """{parameter name: gradient} of the layer's SSM parameters, from gK = dL/dK (n_directions, H, L), on the
+    parameters' device."""
+    cfg, pre, A, dt, trainable_B, soe_ctx, ctxs, xp, on_host = ctx
     _, vjp = _kernel_op(cfg)
     grads, gA, gB, gdt, g_soe = {}, 0.0, 0.0, 0.0, [0.0, 0.0]
     for d, c, g in zip(directions(cfg), ctxs, gK):
-        gA_d, gB_d, gC, gdt_d, *g_soe_d = vjp(c, g.astype(np.float64))
+        gA_d, gB_d, gC, gdt_d, *g_soe_d = vjp(c, (backend.to_host(g) if on_host else g).astype(np.float64))
         gA, gB, gdt = gA + gA_d, gB + gB_d, gdt + gdt_d
         g_soe = [a + b for a, b in zip(g_soe, g_soe_d)] if g_soe_d else g_soe
         grads[pre + d + "_re"], grads[pre + d + "_im"] = gC.real, gC.imag
@@ -187,7 +196,7 @@ def layer_kernel_vjp(ctx, gK):
     grads[pre + "log_dt"] = gdt * dt
     if soe_ctx is not None:
         grads[pre + "omega_logit"], grads[pre + "eta_logit"] = fractional.longspike_omega_eta_vjp(soe_ctx, g_soe)
-    return grads
+    return {k: xp.asarray(v) for k, v in grads.items()}
 
 
 def _kernel_fwd(*args, p_names, cfg, pre, L):
@@ -222,7 +231,7 @@ def _conv_fwd(z, K, backend_name):
 def _conv_vjp(ctx, gy):
     vjp, c = ctx
     gz, *gK = vjp(c, gy)
-    return gz, np.stack(gK)
+    return gz, backend.array_module(gz).stack(gK)
 
 
 def ssm_layer(t, cfg, pre, z):
@@ -252,7 +261,7 @@ def norm_layer(t, cfg, prefix, x, env):
 
 def spike_stats(s, fan_out, macs):
     """Spike count, sites, accumulates (non-zero spikes x fan-out) and multiply-accumulates."""
-    nnz = float(np.count_nonzero(s))
+    nnz = float(backend.array_module(s).count_nonzero(s))
     return dict(spikes=nnz, sites=float(s.size), ac=nnz * fan_out, mac=float(macs))
 
 
