@@ -1,0 +1,134 @@
+"""Fast paths for backend "cupy": Numba CUDA kernels (refssm.kernels.cuda.*), each to be registered in
+refssm.backend against the oracle it must match (tests/test_kernels_cuda*.py).
+
+On a GPU the kernels are launched on CuPy arrays (Numba takes any array with `__cuda_array_interface__`)
+and write their outputs into CuPy arrays allocated by the glue, so results stay on the device. Under
+Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1, set by tests/conftest.py) every CUDA thread runs as a
+Python thread on numpy arrays: the "device" is the host and the device module is numpy.
+
+This module holds what the kernel modules share: the device array module, the launch layout, rows of
+an array on its own module, the cooperative tile loads and stores of the time loops, the input check
+of a device signal, and `mul_rn`, a product that is never contracted into a fused multiply-add.
+"""
+
+import importlib
+import math
+
+import numpy as np
+from numba import cuda
+from numba.core import config
+
+from refssm import backend
+from refssm._checks import _TRUSTED, time_series
+from refssm.kernels import rows as host_rows
+from refssm.neurons import compute_dtype
+
+SIMULATED = bool(config.ENABLE_CUDASIM)     # kernels run in Numba's CUDA simulator, on numpy arrays
+
+THREADS = 128          # threads per block of the flat launches (one thread per output element)
+TILE_ROWS = 32         # time loops: one thread per row, a block of TILE_ROWS rows (one warp)
+TILE_STEPS = 32        # steps per tile staged through shared memory
+TILE_PAD = TILE_STEPS + 1   # padded tile rows: thread j walking row j hits its own bank (4-byte words)
+
+
+def device_module():
+    """The array module of device arrays: cupy where it imports, else numpy (on a GPU without CuPy, Numba
+    copies host arrays to the GPU and back at every launch: correct, but slow). The simulator runs kernels
+    on numpy arrays only (subclasses included, such as the CuPy test double of tests/fake_cupy.py): under
+    it a CuPy whose arrays are not numpy arrays gives way to numpy."""
+    try:
+        cupy = importlib.import_module("cupy")
+    except ImportError:
+        return np
+    return np if SIMULATED and not issubclass(cupy.ndarray, np.ndarray) else cupy
+
+
+def stream(xp):
+    """The stream to launch on: CuPy's current stream for CuPy arrays on a GPU (kernels are then ordered
+    with the CuPy operations around them), else the default stream 0 (the simulator has no streams)."""
+    if xp is np or SIMULATED:
+        return 0
+    return cuda.external_stream(xp.cuda.get_current_stream().ptr)
+
+
+def flat_blocks(n, threads=THREADS):
+    """Blocks of `threads` threads covering n items, one thread each (at least one block)."""
+    return max(1, -(-n // threads))
+
+
+def rows(*arrays):
+    """Arrays (..., n) as C-contiguous rows (R, n) on their own module: refssm.kernels.rows for numpy
+    arrays, the same reshape on the device for CuPy arrays."""
+    xp = backend.array_module(*arrays)
+    if xp is np:
+        return host_rows(*arrays)
+    return [xp.ascontiguousarray(a.reshape(math.prod(a.shape[:-1]), a.shape[-1])) for a in arrays]
+
+
+def signal(x):
+    """x (..., L) checked as the neuron oracles check it (refssm._checks.time_series), in their compute
+    dtype (refssm.neurons.compute_dtype: float32 stays float32, anything else is float64). A host array
+    goes through time_series itself; a device array is checked on the device (ndim >= 1, L >= 1, finite;
+    the finiteness reduction skipped inside refssm._checks.trusted(), as time_series skips its checks)."""
+    xp = backend.array_module(x)
+    if xp is np:
+        return time_series("x", x, dtype=compute_dtype(x))
+    x = x.astype(compute_dtype(x), copy=False)
+    if _TRUSTED.get():
+        return x
+    if x.ndim < 1 or x.shape[-1] < 1:
+        raise ValueError(f"x must have length L >= 1 along its last (time) axis, got shape {x.shape}")
+    if x.size and not bool(xp.isfinite(x).all()):
+        raise ValueError("x must be finite (no NaN or inf)")
+    return x
+
+
+def per_row(xp, dtype, *params):
+    """Parameters broadcast to a signal's leading dims (host arrays, already checked) as contiguous rows
+    (R,) of `dtype` on the device of module xp: copies, so never a read-only broadcast view (which the
+    simulator, copying kernel arguments back to the host, could not write)."""
+    return [xp.asarray(np.array(p, dtype).reshape(-1)) for p in params]
+
+
+def mul_rn(a, b):
+    """a * b rounded once to the operands' type and never fused with a following addition: the product
+    numpy computes, so recurrences like v = tau u + x equal the oracles' bit for bit. (CUDA compilers
+    contract a * b + c into one FMA by default, which rounds once instead of twice.) In the simulator
+    this plain Python product runs; on a GPU the overload below (libdevice __fmul_rn / __dmul_rn)."""
+    return a * b
+
+
+if not SIMULATED:
+    from numba import types
+    from numba.core.extending import overload
+    from numba.cuda import libdevice
+
+    @overload(mul_rn, target="cuda")
+    def _mul_rn_cuda(a, b):
+        if a == types.float32 and b == types.float32:
+            return lambda a, b: libdevice.fmul_rn(a, b)
+        return lambda a, b: libdevice.dmul_rn(a, b)
+
+
+@cuda.jit(device=True)
+def load_tile(src, tile, r0, t0, nt):
+    """tile[j, k] = src[r0 + j, t0 + k] for j < TILE_ROWS (rows below R) and k < nt, by all threads of the
+    block together: consecutive threads read consecutive steps of a row, so the reads of the rows
+    (R, L), time contiguous, coalesce."""
+    R = src.shape[0]
+    for idx in range(cuda.threadIdx.x, TILE_ROWS * TILE_STEPS, cuda.blockDim.x):
+        j = idx // TILE_STEPS
+        k = idx - j * TILE_STEPS
+        if r0 + j < R and k < nt:
+            tile[j, k] = src[r0 + j, t0 + k]
+
+
+@cuda.jit(device=True)
+def store_tile(dst, tile, r0, t0, nt):
+    """dst[r0 + j, t0 + k] = tile[j, k]: the coalesced store matching `load_tile`."""
+    R = dst.shape[0]
+    for idx in range(cuda.threadIdx.x, TILE_ROWS * TILE_STEPS, cuda.blockDim.x):
+        j = idx // TILE_STEPS
+        k = idx - j * TILE_STEPS
+        if r0 + j < R and k < nt:
+            dst[r0 + j, t0 + k] = tile[j, k]
