@@ -111,6 +111,13 @@ if not SIMULATED:
 
 
 @cuda.jit(device=True)
+def tile_length(t0, L):
+    """Steps in the tile that starts at step t0: TILE_STEPS, or the L - t0 left. (The kernels avoid the
+    builtins min and max, which Numba 0.68's CUDA target does not compile for integers.)"""
+    return L - t0 if L - t0 < TILE_STEPS else TILE_STEPS
+
+
+@cuda.jit(device=True)
 def load_tile(src, tile, r0, t0, nt):
     """tile[j, k] = src[r0 + j, t0 + k] for j < TILE_ROWS (rows below R) and k < nt, by all threads of the
     block together: consecutive threads read consecutive steps of a row, so the reads of the rows

@@ -30,7 +30,7 @@ from numba import cuda, from_dtype
 from refssm import backend, ssm
 from refssm._checks import choice
 from refssm.kernels.cuda import (TILE_PAD, TILE_ROWS, TILE_STEPS, load_tile, mul_rn, per_row, rows, signal,
-                                 store_tile, stream)
+                                 store_tile, stream, tile_length)
 from refssm.kernels.spiking import surrogate_constants
 from refssm.neurons import lif_params, refractory_params
 from refssm.spiking import LIF_GRADIENTS
@@ -45,7 +45,8 @@ def surrogate(code, c, z):
     not cancel where s -> 1."""
     p0, p1, zero, one, half = c[0], c[1], c[2], c[3], c[4]
     if code == 0:                                          # triangle: max(0, 1 - |z|/w) / w
-        return max(zero, one - abs(z) / p0) / p0
+        w = one - abs(z) / p0
+        return (w if w > zero else zero) / p0
     if code == 1:                                          # fast sigmoid: 1 / (k|z| + 1)^2
         d = p0 * abs(z) + one
         return one / (d * d)
@@ -77,12 +78,12 @@ def _kernels(dtype):
         j = cuda.threadIdx.x
         r0 = cuda.blockIdx.x * TILE_ROWS
         live = r0 + j < R                                  # threads past the last row only load and store
-        i = min(r0 + j, R - 1)
+        i = r0 + j if live else R - 1
         a, h, w = tau[i], th[i], r[i]
         zero, one = c[2], c[3]
         u = zero
         for t0 in range(0, L, TILE_STEPS):
-            nt = min(TILE_STEPS, L - t0)
+            nt = tile_length(t0, L)
             load_tile(x, xt, r0, t0, nt)
             cuda.syncthreads()
             for k in range(nt if live else 0):
@@ -120,14 +121,14 @@ def _kernels(dtype):
         j = cuda.threadIdx.x
         r0 = cuda.blockIdx.x * TILE_ROWS
         live = r0 + j < R
-        i = min(r0 + j, R - 1)
+        i = r0 + j if live else R - 1
         a, h, w = tau[i], th[i], vr[i]
         zero, one = c[2], c[3]
         q = zero
         acc = 0.0
         for tile in range((L + TILE_STEPS - 1) // TILE_STEPS - 1, -1, -1):
             t0 = tile * TILE_STEPS
-            nt = min(TILE_STEPS, L - t0)
+            nt = tile_length(t0, L)
             load_tile(gs, at, r0, t0, nt)
             load_tile(g, gt, r0, t0, nt)
             if mode > 0:
@@ -168,13 +169,13 @@ def _kernels(dtype):
         j = cuda.threadIdx.x
         r0 = cuda.blockIdx.x * TILE_ROWS
         live = r0 + j < R
-        i = min(r0 + j, R - 1)
+        i = r0 + j if live else R - 1
         a, h, kappa, b = tau[i], th[i], theta[i], beta[i]
         zero, one = c[2], c[3]
         vm = zero
         rr = zero
         for t0 in range(0, L, TILE_STEPS):
-            nt = min(TILE_STEPS, L - t0)
+            nt = tile_length(t0, L)
             load_tile(x, xt, r0, t0, nt)
             cuda.syncthreads()
             for k in range(nt if live else 0):
@@ -204,7 +205,7 @@ def _kernels(dtype):
         j = cuda.threadIdx.x
         r0 = cuda.blockIdx.x * TILE_ROWS
         live = r0 + j < R
-        i = min(r0 + j, R - 1)
+        i = r0 + j if live else R - 1
         h, a, b = th[i], tau[i], beta[i]
         q = c[2]
         p = c[2]
@@ -212,7 +213,7 @@ def _kernels(dtype):
         acc_t = 0.0
         for tile in range((L + TILE_STEPS - 1) // TILE_STEPS - 1, -1, -1):
             t0 = tile * TILE_STEPS
-            nt = min(TILE_STEPS, L - t0)
+            nt = tile_length(t0, L)
             load_tile(gs, gt, r0, t0, nt)
             load_tile(s, st, r0, t0, nt)
             load_tile(m, mt, r0, t0, nt)
