@@ -12,6 +12,7 @@ does not re-check what was checked.
 
 import contextlib
 import contextvars
+import sys
 
 import numpy as np
 
@@ -32,8 +33,11 @@ def as_array(name, x, *, ndim=None, min_ndim=None, dtype=np.float64, finite=True
     """`x` as a numpy array of `dtype`, checked for dimensionality and finiteness.
 
     ndim: exact number of dimensions required; min_ndim: at least this many.
-    Inside `trusted()`: np.asarray(x), whatever its dtype.
+    Inside `trusted()`: np.asarray(x), whatever its dtype. A device (CuPy) array stays on its device: inside
+    `trusted()` it is returned as it is; outside, it is checked there and returned as a device array of `dtype`.
     """
+    if _is_device(x):
+        return x if _TRUSTED.get() else _device_array(name, x, ndim, min_ndim, dtype, finite)
     if _TRUSTED.get():
         return np.asarray(x)
     try:
@@ -49,20 +53,46 @@ def as_array(name, x, *, ndim=None, min_ndim=None, dtype=np.float64, finite=True
     return a
 
 
+def _is_device(x):
+    """Whether x is a CuPy array (by its type's module, as refssm.backend.array_module: CuPy is not imported)."""
+    return type(x).__module__.partition(".")[0] == "cupy"
+
+
+def _device_array(name, x, ndim, min_ndim, dtype, finite):
+    """as_array for a CuPy array: the same checks, run on the device (only their verdicts come to the host)."""
+    try:
+        a = x.astype(dtype, copy=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be array-like of {np.dtype(dtype).name}: {e}") from None
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must have ndim == {ndim}, got shape {a.shape}")
+    if min_ndim is not None and a.ndim < min_ndim:
+        raise ValueError(f"{name} must have ndim >= {min_ndim}, got shape {a.shape}")
+    if finite and a.size and not bool(_xp(a).isfinite(a).all()):
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return a
+
+
+def _xp(x):
+    """numpy, or cupy for a CuPy array."""
+    return sys.modules["cupy"] if _is_device(x) else np
+
+
 def in_range(name, value, lo=None, hi=None, *, lo_open=False, hi_open=False):
     """Check lo <= value <= hi elementwise (strict where *_open); return value as float array.
 
     The message states the allowed interval in the usual bracket notation, e.g. tau in [0, 1).
     """
     if _TRUSTED.get():
-        return np.asarray(value)
+        return value if _is_device(value) else np.asarray(value)
     v = as_array(name, value)
-    ok = np.ones(v.shape, dtype=bool)
+    xp = _xp(v)
+    ok = xp.ones(v.shape, dtype=bool)
     if lo is not None:
         ok &= (v > lo) if lo_open else (v >= lo)
     if hi is not None:
         ok &= (v < hi) if hi_open else (v <= hi)
-    if not np.all(ok):
+    if not bool(ok.all()):
         interval = ("(" if lo_open or lo is None else "[") + ("-inf" if lo is None else f"{lo:g}") + ", " \
             + ("inf" if hi is None else f"{hi:g}") + (")" if hi_open or hi is None else "]")
         bad = (v[~ok].ravel()[0] if v.ndim else v).item()
@@ -103,7 +133,7 @@ def per_sequence(name, value, x, lo=None, hi=None, *, lo_open=False, hi_open=Fal
     (..., L), e.g. a per-channel tau (H,) against x (B, H, L)."""
     v = in_range(name, value, lo, hi, lo_open=lo_open, hi_open=hi_open)
     try:
-        return np.broadcast_to(v, x.shape[:-1])
+        return _xp(v).broadcast_to(v, x.shape[:-1])
     except ValueError:
         raise ValueError(f"{name} of shape {v.shape} does not broadcast against x.shape[:-1] = "
                          f"{x.shape[:-1]}") from None

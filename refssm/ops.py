@@ -12,13 +12,19 @@ tokens, masks, rng) and running statistics are not differentiated.
 Activations are (B, H, L): batch, channels, time last. Ops that act per channel also accept
 (B, H) (pooled features); the channel axis is always axis 1. Arrays keep their dtype (float64 for
 the oracles' users, float32 or float64 in training): nothing here promotes float32 to float64.
+
+Every op is generic: one formula for numpy and CuPy arrays, written against the array module of its inputs
+(`xp = backend.array_module(x)`; scipy.special through `backend.special_module(xp)`), with what both modules
+have (no np.put_along_axis, which CuPy 13 lacks; xp.add.at, which both have, for scatter-adds). Integer and
+boolean inputs (tokens, labels, masks, indices) and the uniforms of dropout may be host arrays with device
+activations: they are moved to the activations' device (`xp.asarray`, a no-op for numpy).
 """
 
 import math
 
 import numpy as np
-from scipy.special import erf, expit, log_softmax
 
+from refssm import backend
 from refssm._checks import as_array, choice, in_range
 
 _SQRT2 = math.sqrt(2.0)          # python floats: they keep float32 arrays float32 (NEP 50)
@@ -72,7 +78,7 @@ def linear(x, W, b):
     if x.ndim == 2:
         return x @ W.T + b, (x, W, x.shape)                         # (B, H_out)
     B, H, L = x.shape
-    X = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(H, B * L)   # (H_in, B L)
+    X = backend.array_module(x).ascontiguousarray(x.transpose(1, 0, 2)).reshape(H, B * L)   # (H_in, B L)
     Y = W @ X                                                       # (H_out, B L)
     Y += b[:, None]
     return Y.reshape(-1, B, L).transpose(1, 0, 2), (X, W, x.shape)  # (B, H_out, L), a view
@@ -85,7 +91,7 @@ def linear_vjp(ctx, gy):
     if len(shape) == 2:
         return gy @ W, gy.T @ X, gy.sum(axis=0)
     B, _, L = shape
-    G = np.ascontiguousarray(gy.transpose(1, 0, 2)).reshape(-1, B * L)   # (H_out, B L)
+    G = backend.array_module(gy).ascontiguousarray(gy.transpose(1, 0, 2)).reshape(-1, B * L)   # (H_out, B L)
     gx = (W.T @ G).reshape(-1, B, L).transpose(1, 0, 2)             # (B, H_in, L), a view
     return gx, G @ X.T, G.sum(axis=1)
 
@@ -117,7 +123,7 @@ def threshold_scale(y, ln_vth):
     y (B, H, L); ln_vth (H,)  ->  x like y. ctx = (x, exp(-ln_vth)).
     """
     y = as_array("y", y, min_ndim=2)
-    scale = np.exp(-_vector("ln_vth", ln_vth, y.shape[1]))
+    scale = backend.array_module(y).exp(-_vector("ln_vth", ln_vth, y.shape[1]))
     x = y * _per_channel(scale, y.ndim)
     return x, (x, scale)
 
@@ -127,7 +133,8 @@ def threshold_scale_vjp(ctx, gx):
     x, scale = ctx
     gx = _cotangent(gx, x.shape)
     axes = _batch_axes(x.ndim)
-    return gx * _per_channel(scale, x.ndim), -np.einsum("bhl,bhl->h", gx, x) if x.ndim == 3 else -(gx * x).sum(axis=axes)
+    xp = backend.array_module(gx)
+    return gx * _per_channel(scale, x.ndim), -xp.einsum("bhl,bhl->h", gx, x) if x.ndim == 3 else -(gx * x).sum(axis=axes)
 
 
 def skip(y, u, D):
@@ -147,7 +154,7 @@ def skip_vjp(ctx, g):
     """-> (gy, gu, gD): gy = g, gu = D g, gD[h] = sum_{b,l} g u."""
     u, D = ctx
     g = _cotangent(g, u.shape)
-    gD = np.einsum("bhl,bhl->h", g, u) if u.ndim == 3 else (g * u).sum(axis=0)
+    gD = backend.array_module(g).einsum("bhl,bhl->h", g, u) if u.ndim == 3 else (g * u).sum(axis=0)
     return g, _per_channel(D, u.ndim) * g, gD
 
 
@@ -175,8 +182,9 @@ def glu(x, axis=1):
         raise ValueError(f"axis must be an integer in [{-x.ndim}, {x.ndim - 1}], got {axis!r}")
     if x.shape[axis] % 2:
         raise ValueError(f"x.shape[axis] must be even (two halves), got {x.shape[axis]} for axis {axis}")
-    a, b = np.split(x, 2, axis=axis)
-    s = expit(b)
+    xp = backend.array_module(x)
+    a, b = xp.split(x, 2, axis=axis)
+    s = backend.special_module(xp).expit(b)
     return a * s, (a, s, axis)
 
 
@@ -184,12 +192,13 @@ def glu_vjp(ctx, gy):
     """-> gx = concat(gy * s, gy * a * s (1 - s)) along the split axis, with s = sigmoid(b)."""
     a, s, axis = ctx
     gy = _cotangent(gy, a.shape)
-    return np.concatenate([gy * s, gy * a * s * (1.0 - s)], axis=axis)
+    return backend.array_module(gy).concatenate([gy * s, gy * a * s * (1.0 - s)], axis=axis)
 
 
 def gelu(x):
     """Exact GELU: y = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)). Any shape. ctx = (x,)."""
     x = as_array("x", x)
+    erf = backend.special_module(backend.array_module(x)).erf
     return 0.5 * x * (1.0 + erf(x / _SQRT2)), (x,)
 
 
@@ -197,7 +206,9 @@ def gelu_vjp(ctx, gy):
     """-> gx = gy (Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)."""
     (x,) = ctx
     gy = _cotangent(gy, x.shape)
-    return gy * (0.5 * (1.0 + erf(x / _SQRT2)) + x * np.exp(-0.5 * x * x) / _SQRT2PI)
+    xp = backend.array_module(x)
+    erf = backend.special_module(xp).erf
+    return gy * (0.5 * (1.0 + erf(x / _SQRT2)) + x * xp.exp(-0.5 * x * x) / _SQRT2PI)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,7 +218,7 @@ def gelu_vjp(ctx, gy):
 def _normalize(x, axes, eps):
     """xhat = (x - mean) / sqrt(var + eps), statistics over `axes` (biased variance)."""
     mu = x.mean(axis=axes, keepdims=True)
-    inv_std = 1.0 / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+    inv_std = 1.0 / backend.array_module(x).sqrt(x.var(axis=axes, keepdims=True) + eps)
     return (x - mu) * inv_std, inv_std
 
 
@@ -271,6 +282,7 @@ def batch_norm(x, gamma, beta, running_mean, running_var, train, momentum=0.1, e
         raise ValueError(f"allreduce must be None or a function summing an array over processes, got "
                          f"{type(allreduce).__name__}")
     n = x.size // H if H else 0
+    xp = backend.array_module(x)
     if train:
         if allreduce is None:
             if x.size < 2 * H:
@@ -279,7 +291,7 @@ def batch_norm(x, gamma, beta, running_mean, running_var, train, momentum=0.1, e
             xhat, inv_std = _normalize(x, axes, eps)
             mean, var = x.mean(axis=axes), x.var(axis=axes, ddof=1)
         else:
-            sums = allreduce(np.append(x.sum(axis=axes, dtype=np.float64), float(n)))      # (H + 1,)
+            sums = allreduce(xp.append(x.sum(axis=axes, dtype=np.float64), float(n)))      # (H + 1,)
             n = sums[-1]
             if n < 2:
                 raise ValueError(f"x must hold at least 2 values per channel over all processes in train mode, "
@@ -287,13 +299,13 @@ def batch_norm(x, gamma, beta, running_mean, running_var, train, momentum=0.1, e
             mean = (sums[:-1] / n).astype(x.dtype)
             d = x - _per_channel(mean, x.ndim)
             var_b = allreduce((d * d).sum(axis=axes, dtype=np.float64)) / n                 # biased
-            inv_std = _per_channel((1.0 / np.sqrt(var_b + eps)).astype(x.dtype), x.ndim)
+            inv_std = _per_channel((1.0 / xp.sqrt(var_b + eps)).astype(x.dtype), x.ndim)
             xhat = d * inv_std
             var = (var_b * (n / (n - 1.0))).astype(x.dtype)
         running_mean = (1.0 - momentum) * running_mean + momentum * mean
         running_var = (1.0 - momentum) * running_var + momentum * var
     else:
-        inv_std = _per_channel(1.0 / np.sqrt(running_var + eps), x.ndim)
+        inv_std = _per_channel(1.0 / xp.sqrt(running_var + eps), x.ndim)
         xhat = (x - _per_channel(running_mean, x.ndim)) * inv_std
     y, actx = channel_affine(xhat, gamma, beta)
     return y, (train, xhat, inv_std, actx, allreduce if train else None, n), running_mean, running_var
@@ -312,7 +324,7 @@ def batch_norm_vjp(ctx, gy):
     if allreduce is None:
         return _normalize_vjp(gxhat, xhat, inv_std, axes), ggamma, gbeta
     H = xhat.shape[1]
-    sums = allreduce(np.concatenate([gxhat.sum(axis=axes, dtype=np.float64),
+    sums = allreduce(backend.array_module(gxhat).concatenate([gxhat.sum(axis=axes, dtype=np.float64),
                                      (gxhat * xhat).sum(axis=axes, dtype=np.float64)])) / n      # (2H,)
     m1, m2 = (_per_channel(m.astype(xhat.dtype), xhat.ndim) for m in (sums[:H], sums[H:]))
     return inv_std * (gxhat - m1 - xhat * m2), ggamma, gbeta
@@ -336,6 +348,7 @@ def dropout(x, p, u, train):
     if not train or p == 0.0:
         return x, (None, x.shape)
     u = _match("u", in_range("u", u, 0.0, 1.0, hi_open=True), x.shape[:2])
+    u = backend.array_module(x).asarray(u)                         # on x's device
     keep = u.reshape(x.shape[:2] + (1,) * (x.ndim - 2)) >= p        # (B, H, 1): P(keep) = 1 - p
     mask = (keep / (1.0 - p)).astype(x.dtype)
     return x * mask, (mask, x.shape)
@@ -357,13 +370,14 @@ def embedding(tokens, E):
 
     tokens (B, L) integers in [0, V); E (V, H)  ->  y (B, H, L). ctx = (tokens, V).
     """
-    tokens = np.asarray(tokens)
+    E = as_array("E", E, ndim=2)
+    xp = backend.array_module(E)
+    tokens = xp.asarray(tokens)                                     # on E's device
     if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
         raise ValueError(f"tokens must be a 2-D integer array (B, L), got {tokens.dtype} of shape {tokens.shape}")
-    E = as_array("E", E, ndim=2)
     if tokens.size:
         in_range("tokens", tokens, 0, E.shape[0] - 1)
-    return np.moveaxis(E[tokens], -1, 1), (tokens, E.shape[0], E.dtype)
+    return xp.moveaxis(E[tokens], -1, 1), (tokens, E.shape[0], E.dtype)
 
 
 def embedding_vjp(ctx, gy):
@@ -371,8 +385,9 @@ def embedding_vjp(ctx, gy):
     tokens, V, dtype = ctx
     gy = as_array("gy", gy, ndim=3)
     _match("gy", gy, (tokens.shape[0], gy.shape[1], tokens.shape[1]))
-    gE = np.zeros((V, gy.shape[1]), dtype)
-    np.add.at(gE, tokens, np.moveaxis(gy, 1, -1))
+    xp = backend.array_module(gy)
+    gE = xp.zeros((V, gy.shape[1]), dtype)
+    xp.add.at(gE, tokens, xp.moveaxis(gy, 1, -1))                 # CuPy >= 12 has add.at (cupyx.scatter_add)
     return gE
 
 
@@ -383,17 +398,18 @@ def masked_mean(x, mask=None):
     w = mask / count (B, L).
     """
     x = as_array("x", x, ndim=3)
+    xp = backend.array_module(x)
     if mask is None:
-        mask = np.ones((x.shape[0], x.shape[2]), dtype=bool)
-    mask = np.asarray(mask)
+        mask = xp.ones((x.shape[0], x.shape[2]), dtype=bool)
+    mask = xp.asarray(mask)
     if mask.dtype != bool:
         raise ValueError(f"mask must be a boolean array, got dtype {mask.dtype}")
     _match("mask", mask, (x.shape[0], x.shape[2]))
     count = mask.sum(axis=1, keepdims=True)          # (B, 1)
-    if np.any(count == 0):
+    if bool((count == 0).any()):
         raise ValueError("mask must mark at least 1 valid step in every row, got a row with none")
     w = (mask / count).astype(x.dtype)               # (B, L)
-    return np.matmul(x, w[:, :, None])[..., 0], (w,)
+    return xp.matmul(x, w[:, :, None])[..., 0], (w,)
 
 
 def masked_mean_vjp(ctx, gy):
@@ -414,7 +430,8 @@ def cross_entropy(logits, labels, mask=None):
     -> (loss float, ctx = (softmax, labels, weights m / sum m)).
     """
     z = as_array("logits", logits, min_ndim=2)
-    labels = np.asarray(labels)
+    xp = backend.array_module(z)
+    labels = xp.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be an integer array, got {labels.dtype}")
     _match("labels", labels, z.shape[:1] + z.shape[2:])
@@ -422,19 +439,19 @@ def cross_entropy(logits, labels, mask=None):
         raise ValueError("logits must hold at least 1 example (B >= 1), got B = 0")
     in_range("labels", labels, 0, z.shape[1] - 1)
     if mask is None:
-        w = np.full(labels.shape, 1.0 / labels.size)
+        w = xp.full(labels.shape, 1.0 / labels.size)
     else:
-        mask = np.asarray(mask)
+        mask = xp.asarray(mask)
         if mask.dtype != bool:
             raise ValueError(f"mask must be a boolean array, got dtype {mask.dtype}")
         _match("mask", mask, labels.shape)
-        if not mask.any():
+        if not bool(mask.any()):
             raise ValueError("mask must mark at least 1 valid position, got none")
         w = mask / mask.sum()
-    logp = log_softmax(z, axis=1)                                     # (B, C, ...)
-    picked = np.take_along_axis(logp, labels[:, None], axis=1)[:, 0]  # (B, ...)
-    loss = -np.sum(w * picked)
-    return float(loss), (np.exp(logp), labels, w.astype(z.dtype))
+    logp = backend.special_module(xp).log_softmax(z, axis=1)         # (B, C, ...)
+    picked = xp.take_along_axis(logp, labels[:, None], axis=1)[:, 0]  # (B, ...)
+    loss = -xp.sum(w * picked)
+    return float(loss), (xp.exp(logp), labels, w.astype(z.dtype))
 
 
 def cross_entropy_vjp(ctx, g=1.0):
@@ -442,7 +459,10 @@ def cross_entropy_vjp(ctx, g=1.0):
     probs, labels, w = ctx
     g = float(as_array("g", g, ndim=0))
     grad = probs * w[:, None]
-    np.put_along_axis(grad, labels[:, None], np.take_along_axis(grad, labels[:, None], axis=1) - w[:, None], axis=1)
+    # grad[b, labels[b, k...], k...] -= w[b, k...] (one position per (b, k...): no repeats, so no add.at)
+    xp, k = backend.array_module(grad), labels.ndim
+    grid = [xp.arange(n).reshape((n,) + (1,) * (k - 1 - i)) for i, n in enumerate(labels.shape)]   # open mesh
+    grad[(grid[0], labels, *grid[1:])] -= w
     return g * grad
 
 
@@ -453,7 +473,7 @@ def mse(pred, target):
     if pred.size == 0:
         raise ValueError("pred must hold at least 1 example (B >= 1), got B = 0")
     d = pred - target
-    return float(np.mean(d * d)), (d,)
+    return float((d * d).mean()), (d,)
 
 
 def mse_vjp(ctx, g=1.0):
@@ -469,18 +489,20 @@ def take_steps(x, index):
     where a sequence target is emitted  ->  y (B, H, K). ctx = (index, x.shape).
     """
     x = as_array("x", x, ndim=3)
-    index = np.asarray(index)
+    xp = backend.array_module(x)
+    index = xp.asarray(index)                                       # on x's device
     if index.ndim != 2 or index.shape[0] != x.shape[0] or not np.issubdtype(index.dtype, np.integer):
         raise ValueError(f"index must be an integer array (B = {x.shape[0]}, K), got {index.dtype} {index.shape}")
     in_range("index", index, 0, x.shape[2] - 1)
-    return np.take_along_axis(x, index[:, None, :], axis=2), (index, x.shape)
+    return xp.take_along_axis(x, index[:, None, :], axis=2), (index, x.shape)
 
 
 def take_steps_vjp(ctx, gy):
     """-> gx: gy scattered back to the chosen steps (summed where a step is chosen twice)."""
     index, shape = ctx
-    gx = np.zeros(shape, gy.dtype)
-    b = np.arange(shape[0])[:, None, None]
-    h = np.arange(shape[1])[None, :, None]
-    np.add.at(gx, (b, h, index[:, None, :]), gy)
+    xp = backend.array_module(gy)
+    gx = xp.zeros(shape, gy.dtype)
+    B, H, L = shape
+    flat = (xp.arange(B)[:, None, None] * H + xp.arange(H)[None, :, None]) * L + index[:, None, :]   # (B, H, K)
+    xp.add.at(gx.reshape(-1), flat, gy)                            # one integer index: CuPy's add.at takes it
     return gx

@@ -11,12 +11,16 @@ giving a value for every parameter name. The SSM group of the seed models (refer
 example, is `lr = {k: 1e-3 if k in ssm else base for k in params}` and
 `weight_decay = {k: 0.0 if k in ssm else wd for k in params}`. A schedule scales each group alike:
 `lr = {k: base_lr[k] * cosine_schedule(step, T, W, 1.0) for k in params}`.
+
+The arrays may live on a GPU (CuPy arrays, backend "cupy"): every step runs on the arrays' own device
+(`backend.array_module`); only the global norm of `clip_grad_norm` comes to the host, as one Python float.
 """
 
 import math
 
 import numpy as np
 
+from refssm import backend
 from refssm._checks import as_array, in_range, positive_int
 
 
@@ -38,13 +42,13 @@ def _real_arrays(name, d):
     if not isinstance(d, dict):
         raise ValueError(f"{name} must be a dict of arrays keyed by parameter name, got {type(d).__name__}")
     for k, v in d.items():
-        if np.iscomplexobj(v):
+        if backend.array_module(v).iscomplexobj(v):
             raise ValueError(f"{name}[{k!r}] must be real (store Re and Im as separate parameters)")
     return {k: as_array(f"{name}[{k!r}]", v, dtype=_float_dtype(v)) for k, v in d.items()}
 
 
 def _float_dtype(v):
-    dtype = np.asarray(v).dtype
+    dtype = v.dtype if hasattr(v, "dtype") else np.asarray(v).dtype
     return dtype if dtype in (np.float32, np.float64) else np.float64
 
 
@@ -59,8 +63,8 @@ def adamw_init(params):
     """Zero AdamW state: {"step": 0, "m": {name: zeros like p}, "v": {name: zeros like p}}."""
     params = _real_arrays("params", params)
     return {"step": 0,
-            "m": {k: np.zeros_like(p) for k, p in params.items()},
-            "v": {k: np.zeros_like(p) for k, p in params.items()}}
+            "m": {k: backend.array_module(p).zeros_like(p) for k, p in params.items()},
+            "v": {k: backend.array_module(p).zeros_like(p) for k, p in params.items()}}
 
 
 def adamw_step(params, grads, state, *, lr, weight_decay, betas=(0.9, 0.999), eps=1e-8):
@@ -92,12 +96,13 @@ def adamw_step(params, grads, state, *, lr, weight_decay, betas=(0.9, 0.999), ep
     t = positive_int("state['step']", state["step"], minimum=0) + 1
 
     new_params, m_new, v_new = {}, {}, {}
+    xp = backend.array_module(*params.values())
     for k, p in params.items():
         g = _match_shape(f"grads[{k!r}]", grads[k], p.shape)
         m = b1 * _match_shape(f"state['m'][{k!r}]", ms[k], p.shape) + (1.0 - b1) * g
         v = b2 * _match_shape(f"state['v'][{k!r}]", vs[k], p.shape) + (1.0 - b2) * g * g
         m_hat, v_hat = m / (1.0 - b1 ** t), v / (1.0 - b2 ** t)
-        new_params[k] = p - lr[k] * wd[k] * p - lr[k] * m_hat / (np.sqrt(v_hat) + eps)
+        new_params[k] = p - lr[k] * wd[k] * p - lr[k] * m_hat / (xp.sqrt(v_hat) + eps)
         m_new[k], v_new[k] = m, v
     return new_params, {"step": t, "m": m_new, "v": v_new}
 
@@ -131,6 +136,11 @@ def clip_grad_norm(grads, max_norm):
     """
     grads = _real_arrays("grads", grads)
     max_norm = float(in_range("max_norm", max_norm, 0.0, lo_open=True))
-    total = math.sqrt(sum(float(np.sum(g * g)) for g in grads.values()))
+    if grads:                                                  # one device -> host copy of the per-array sums
+        xp = backend.array_module(*grads.values())
+        squares = xp.stack([(g * g).sum() for g in grads.values()]).astype(np.float64)   # exact: float32 fits
+        total = math.sqrt(sum(squares.tolist()))
+    else:
+        total = 0.0
     scale = max_norm / total if total > max_norm else 1.0
     return {k: g * scale for k, g in grads.items()}, total

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from refssm import neurons, surrogate
+from refssm import backend, neurons, surrogate
 from refssm._checks import as_array, in_range, positive_int, time_series
 from refssm._io import write_npz_atomic
 from refssm.optim import adamw_init, adamw_step, cosine_schedule
@@ -125,15 +125,16 @@ def _check_y(y):
 def _lags(y):
     """x[..., j, t] = y[..., t - 8 + j], zero before the start: (..., L) -> (..., 8, L)."""
     L = y.shape[-1]
-    ypad = np.concatenate([np.zeros_like(y, shape=y.shape[:-1] + (K,)), y], axis=-1)   # ypad[s+8] = y[s]
-    idx = np.arange(K)[:, None] + np.arange(L)[None, :]                      # (8, L): ypad index t + j
+    xp = backend.array_module(y)
+    ypad = xp.concatenate([xp.zeros_like(y, shape=y.shape[:-1] + (K,)), y], axis=-1)   # ypad[s+8] = y[s]
+    idx = xp.arange(K)[:, None] + xp.arange(L)[None, :]                      # (8, L): ypad index t + j
     return ypad[..., idx]                                                    # (..., 8, L)
 
 
 def _unlags(gx):
     """Adjoint of _lags: gy[..., s] = sum_j gx[..., j, s + 8 - j] over valid t = s + 8 - j < L."""
     L = gx.shape[-1]
-    gpad = np.zeros_like(gx, shape=gx.shape[:-2] + (K + L,))
+    gpad = backend.array_module(gx).zeros_like(gx, shape=gx.shape[:-2] + (K + L,))
     for j in range(K):                                                       # 8 taps
         gpad[..., j:j + L] += gx[..., j, :]
     return gpad[..., K:]
@@ -143,15 +144,17 @@ def forward(y, params):
     """m_hat = SDN(y): y (..., L) -> (..., L), the predicted tau u_{t-1}; see the module doc.
 
     Returns (m_hat, ctx); ctx holds what `forward_vjp` needs. Computed in y's dtype: float32 y (the
-    parameters cast to float32) gives float32 m_hat; anything else float64.
+    parameters cast to float32) gives float32 m_hat; anything else float64. Generic: a CuPy y runs on its
+    device, with the (host) parameters copied there.
     """
     y = _check_y(y)
-    p = {k: v.astype(y.dtype, copy=False) for k, v in check_params(params).items()}
+    xp = backend.array_module(y)
+    p = {k: xp.asarray(v).astype(y.dtype, copy=False) for k, v in check_params(params).items()}
     x = _lags(y)                                             # (..., 8, L)   x[j, t] = y[t-8+j]
     a1 = p["W1"] @ x + p["b1"][:, None]                      # (..., 8, L)   conv1: sum_j W1[c, j] x[j, t]
-    h = np.maximum(a1, 0.0)                                  # (..., 8, L)
+    h = xp.maximum(a1, 0.0)                                  # (..., 8, L)
     a2 = p["W2"] @ h + p["b2"][:, None] + h                  # (..., 8, L)   1x1 conv + residual
-    h2 = np.maximum(a2, 0.0)                                 # (..., 8, L)
+    h2 = xp.maximum(a2, 0.0)                                 # (..., 8, L)
     m = p["w3"] @ h2 + p["b3"]                               # (..., L)      1x1 conv 8 -> 1
     return m, (p, x, a1, h, a2, h2)
 
@@ -167,7 +170,7 @@ def forward_vjp(ctx, gm):
     L = out_shape[-1]
     x, a1, h, a2, h2 = (a.reshape(-1, C, L) for a in (x, a1, h, a2, h2))   # (N, 8, L), N = batch
     gm = gm.reshape(-1, L)                                   # (N, L)
-    g = {"b3": np.asarray(gm.sum()),                         # ()
+    g = {"b3": backend.array_module(gm).asarray(gm.sum()),  # ()
          "w3": (h2 @ gm[:, :, None]).sum(axis=(0, 2))}       # (8,)        sum_{n,t} gm h2[c]
     ga2 = p["w3"][:, None] * gm[:, None, :] * (a2 > 0)       # (N, 8, L)   dL/da2
     g["W2"] = (ga2 @ h.transpose(0, 2, 1)).sum(axis=0)       # (8, 8)      sum_{n,t} ga2[d] h[c]

@@ -12,11 +12,15 @@ Inputs are SSM outputs y (B, H, L), time last; per-channel parameters are (H,).
 
 These are the oracles; their Numba fast paths (refssm.kernels.spiking) are registered against them in
 refssm.backend. The forward passes call the oracles of refssm.neurons. Arrays keep their dtype.
+
+spike, gsu, sample and sdn_lif are generic: one formula for numpy and CuPy arrays (the array module of their
+input, `backend.array_module`). lif and refractory are loops in time: their oracles run on numpy arrays, and
+other devices have their own kernels (refssm.backend.OPS).
 """
 
 import numpy as np
 
-from refssm import neurons, ops, ssm, surrogate
+from refssm import backend, neurons, ops, ssm, surrogate
 from refssm._checks import choice
 
 STRAIGHT_THROUGH = surrogate.get("straight_through")
@@ -59,15 +63,16 @@ def gsu(y, W, b, gamma, beta, sg, ratio=0.15):
     y (B, H, L) -> o (B, H, L). LayerNorm over channels with gamma, beta (H,).
     ctx starts with (y_hat, W_hat), the ternary operands (for operation counts).
     """
-    absy = np.abs(y)
-    arg_y = np.argmax(absy, axis=1)[:, None]                                   # (B, 1, L)
-    delta_y = ratio * np.take_along_axis(absy, arg_y, axis=1)                  # (B, 1, L)
+    xp = backend.array_module(y)
+    absy = xp.abs(y)
+    arg_y = xp.argmax(absy, axis=1)[:, None]                                   # (B, 1, L)
+    delta_y = ratio * xp.take_along_axis(absy, arg_y, axis=1)                  # (B, 1, L)
     y_hat, dyhat_dy, dyhat_ddelta = _ternary(y, delta_y, sg)
-    arg_W = np.unravel_index(np.argmax(np.abs(W)), W.shape)
-    delta_W = ratio * np.abs(W[arg_W])
+    arg_W = xp.unravel_index(xp.argmax(xp.abs(W)), W.shape)
+    delta_W = ratio * xp.abs(W[arg_W])
     W_hat, dWhat_dW, dWhat_ddelta = _ternary(W, delta_W, sg)
     a, ctx_a = ops.linear(y_hat, W, b)
-    g, ctx_g = ops.linear(y, W_hat, np.zeros(W.shape[0]))
+    g, ctx_g = ops.linear(y, W_hat, xp.zeros(W.shape[0]))
     n, ctx_n = ops.layer_norm(a * g, gamma, beta)
     o, ctx_o = ops.gelu(n)
     ctx = (y_hat, W_hat, y, W, a, g, arg_y, arg_W, ratio, dyhat_dy, dyhat_ddelta, dWhat_dW, dWhat_ddelta,
@@ -84,14 +89,15 @@ def gsu_vjp(ctx, go):
     gyhat, gW, gb = ops.linear_vjp(ctx_a, gag * g)
     gy, gWhat, _ = ops.linear_vjp(ctx_g, gag * a)
     # ternary activations: direct surrogate term plus the term through delta_y = ratio |y[argmax]|
+    xp = backend.array_module(y)
     gy = gy + gyhat * dyhat_dy
-    gdelta_y = np.sum(gyhat * dyhat_ddelta, axis=1, keepdims=True)           # (B, 1, L)
-    ysel = np.take_along_axis(y, arg_y, axis=1)
-    np.put_along_axis(gy, arg_y, np.take_along_axis(gy, arg_y, axis=1) + gdelta_y * ratio * np.sign(ysel),
-                      axis=1)
+    gdelta_y = xp.sum(gyhat * dyhat_ddelta, axis=1, keepdims=True)           # (B, 1, L)
+    ysel = xp.take_along_axis(y, arg_y, axis=1)
+    B, _, L = y.shape                            # gy[b, arg_y[b, 0, l], l] += ... (CuPy 13 has no put_along_axis)
+    gy[xp.arange(B)[:, None, None], arg_y, xp.arange(L)] += gdelta_y * ratio * xp.sign(ysel)
     # ternary weights likewise, delta_W = ratio |W[argmax]|
     gW = gW + gWhat * dWhat_dW
-    gW[arg_W] += np.sum(gWhat * dWhat_ddelta) * ratio * np.sign(W[arg_W])
+    gW[arg_W] += xp.sum(gWhat * dWhat_ddelta) * ratio * xp.sign(W[arg_W])
     return gy, gW, gb, ggamma, gbeta
 
 
@@ -215,7 +221,7 @@ def refractory_vjp(ctx, gs):
 def sample(p, u):
     """s = 1[u < clamp(p, 0, 1)] for uniforms u ~ U[0, 1) of p's shape (refssm.neurons.stochastic(p, rng)
     is this with u = rng.random(p.shape)); backward: the straight-through clamp."""
-    return (u < np.clip(p, 0.0, 1.0)).astype(p.dtype), p
+    return (u < backend.array_module(p).clip(p, 0.0, 1.0)).astype(p.dtype), p
 
 
 def sample_vjp(p, gs):

@@ -22,6 +22,7 @@ returned as dL/da + i dL/db. Fast paths: refssm.kernels.ssm (Numba scan, kernel 
 import numpy as np
 from scipy import fft
 
+from refssm import backend
 from refssm._checks import as_array, choice, in_range, positive_int, time_series
 
 INITS = ("lin", "inv", "real", "legs")
@@ -266,8 +267,9 @@ def sum_to_shape(g, shape):
 # Convolutions (real FFTs of a fast length n >= 2L - 1: linear, never circular)
 # --------------------------------------------------------------------------------------------------
 #
-# These are generic operations: scipy.fft, ufuncs and reductions only, the same code for every CPU
-# backend (scipy.fft dispatches to another array library's FFTs through its backend mechanism).
+# These are generic operations: real FFTs, ufuncs and reductions only, the same code for every backend, on
+# numpy arrays (scipy.fft, on _WORKERS threads) or CuPy arrays (cupyx.scipy.fft: cuFFT, no workers argument),
+# whichever the inputs are (backend.array_module / fft_module). The FFT length is computed on the host.
 # They keep the dtype: float32 signals give complex64 spectra and float32 outputs, float64 stays float64
 # (mixed inputs compute in float64). A ctx holds the forward's spectra, which the VJP reuses: a forward
 # costs two rffts and one irfft, a VJP one rfft (of gy) and two irffts.
@@ -291,12 +293,18 @@ def conv_length(L):
 
 
 def _rfft(x, n):
-    return fft.rfft(x, n, axis=-1, workers=_WORKERS)
+    xp = backend.array_module(x)
+    if xp is np:
+        return fft.rfft(x, n, axis=-1, workers=_WORKERS)
+    return backend.fft_module(xp).rfft(x, n, axis=-1)
 
 
 def _irfft(X, n, L):
     """The first L samples of the inverse of spectrum X (..., n//2 + 1); X is a temporary, overwritten."""
-    return fft.irfft(X, n, axis=-1, overwrite_x=True, workers=_WORKERS)[..., :L]
+    xp = backend.array_module(X)
+    if xp is np:
+        return fft.irfft(X, n, axis=-1, overwrite_x=True, workers=_WORKERS)[..., :L]
+    return backend.fft_module(xp).irfft(X, n, axis=-1, overwrite_x=True)[..., :L]
 
 
 def _check_conv(u, **kernels):
@@ -317,7 +325,8 @@ def _check_conv(u, **kernels):
             raise ValueError(f"{name} shape {K.shape} does not broadcast against u shape {u.shape}") from None
         out.append(K)
     if len({x.dtype for x in out}) > 1:                                        # trusted callers, mixed dtypes
-        out = [x.astype(np.result_type(*out), copy=False) for x in out]
+        dtype = np.result_type(*(x.dtype for x in out))
+        out = [x.astype(dtype, copy=False) for x in out]
     return out
 
 
@@ -356,14 +365,15 @@ def _correlate(G, X, shape, n, L, last_use=False):
     G * conj(X) takes one temporary of the product's shape, none if G has that shape and `last_use`
     says it may be overwritten (the caller's own spectrum of gy, used for the last time)."""
     product_shape = np.broadcast_shapes(G.shape, X.shape)
+    conj = backend.array_module(G).conj
     if last_use and G.shape == product_shape:
         GX = G
-        GX *= np.conj(X)
+        GX *= conj(X)
     elif X.shape == product_shape:
-        GX = np.conj(X)
+        GX = conj(X)
         GX *= G
     else:
-        GX = G * np.conj(X)
+        GX = G * conj(X)
     return _irfft(sum_to_shape(GX, tuple(shape[:-1]) + G.shape[-1:]), n, L)
 
 
@@ -385,7 +395,7 @@ def two_sided_kernel(K_fwd, K_bwd, n):
     """
     L = K_fwd.shape[-1]
     shape = np.broadcast_shapes(K_fwd.shape[:-1], K_bwd.shape[:-1]) + (n,)
-    k = np.zeros_like(K_fwd, shape=shape)
+    k = backend.array_module(K_fwd).zeros_like(K_fwd, shape=shape)
     k[..., :L] = K_fwd
     k[..., n - L + 1:] = K_bwd[..., L - 2::-1] if L > 1 else K_bwd[..., :0]      # K_bwd[d-1] at n - d
     return k
@@ -420,7 +430,7 @@ def bidirectional_conv_vjp(ctx, gy):
     k_shape = np.broadcast_shapes(f_shape[:-1], b_shape[:-1]) + (n,)
     gk = _correlate(G, U, k_shape, n, n)                                       # (..., n), two-sided
     gu = _correlate(G, KF, u_shape, n, L, last_use=True)
-    gK_bwd = np.zeros_like(gk, shape=b_shape[:-1] + (L,))
+    gK_bwd = backend.array_module(gk).zeros_like(gk, shape=b_shape[:-1] + (L,))
     gK_bwd[..., :L - 1] = sum_to_shape(gk[..., n - 1:n - L:-1], b_shape[:-1] + (L - 1,))
     return gu, sum_to_shape(gk[..., :L], f_shape), gK_bwd
 

@@ -20,12 +20,15 @@ the stochastic sampler s = 1[U < p]; its forward is that sampler (refssm.neurons
 
 Heaviside convention: H(0) = 1 ("fire at equality", SpikingJelly, Lava) by default; snnTorch, Norse
 and Binary S4D use H(0) = 0 (fire_at_equality=False).
+
+Every function here is generic: one formula for numpy and CuPy arrays (`xp`, the array module of z).
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from refssm import backend
 from refssm._checks import as_array, choice, in_range
 
 
@@ -36,24 +39,26 @@ def heaviside(z, fire_at_equality=True):
 
 
 def _triangle(z, width):
-    return np.maximum(0.0, 1.0 - np.abs(z) / width) / width
+    xp = backend.array_module(z)
+    return xp.maximum(0.0, 1.0 - xp.abs(z) / width) / width
 
 
 def _triangle_primitive(z, width):
-    x = np.clip(z / width, -1.0, 1.0)
-    return np.where(x < 0, (x + 1) ** 2 / 2, 1 - (1 - x) ** 2 / 2)
+    xp = backend.array_module(z)
+    x = xp.clip(z / width, -1.0, 1.0)
+    return xp.where(x < 0, (x + 1) ** 2 / 2, 1 - (1 - x) ** 2 / 2)
 
 
 def _fast_sigmoid(z, slope):
-    return 1.0 / (slope * np.abs(z) + 1.0) ** 2
+    return 1.0 / (slope * backend.array_module(z).abs(z) + 1.0) ** 2
 
 
 def _fast_sigmoid_primitive(z, slope):
-    return z / (1.0 + slope * np.abs(z))
+    return z / (1.0 + slope * backend.array_module(z).abs(z))
 
 
 def _logistic(x):
-    return 0.5 * (1.0 + np.tanh(x / 2))                                       # overflow-free
+    return 0.5 * (1.0 + backend.array_module(x).tanh(x / 2))                  # overflow-free
 
 
 def _sigmoid(z, alpha):
@@ -70,15 +75,15 @@ def _atan(z, alpha):
 
 
 def _atan_primitive(z, alpha):
-    return np.arctan(np.pi * alpha * z / 2) / np.pi + 0.5
+    return backend.array_module(z).arctan(np.pi * alpha * z / 2) / np.pi + 0.5
 
 
 def _rectangle(z, width):
-    return (np.abs(z) < width / 2) / width
+    return (backend.array_module(z).abs(z) < width / 2) / width
 
 
 def _rectangle_primitive(z, width):
-    return np.clip(z / width + 0.5, 0.0, 1.0)
+    return backend.array_module(z).clip(z / width + 0.5, 0.0, 1.0)
 
 
 def _straight_through(z):
@@ -86,7 +91,7 @@ def _straight_through(z):
 
 
 def _straight_through_primitive(z):
-    return np.clip(z, 0.0, 1.0)
+    return backend.array_module(z).clip(z, 0.0, 1.0)
 
 
 # name -> (derivative, primitive, {parameter: default}); every parameter must be > 0

@@ -19,3 +19,6 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.setenv("REFSSM_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+from fake_cupy import fake_cupy  # noqa: E402,F401  (the CuPy test double's fixture, for every test module)
