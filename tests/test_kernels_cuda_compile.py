@@ -46,7 +46,7 @@ class Compile:
 dispatcher.CUDADispatcher.__getitem__ = lambda self, config: Compile(self)
 
 from refssm import spiking, ssm, surrogate
-from refssm.kernels.cuda import spiking as fast, ssm as fast_ssm
+from refssm.kernels.cuda import fractional as fast_fractional, spiking as fast, ssm as fast_ssm
 
 rng = np.random.default_rng(0)
 for dtype in (np.float32, np.float64):
@@ -60,6 +60,8 @@ for dtype in (np.float32, np.float64):
 p = ssm.init_diag(3, 4, rng=rng)
 K, ctx = fast_ssm.kernel_fwd(p["A"], p["B"], p["C"], 0.1, 40)
 fast_ssm.kernel_vjp(ctx, np.zeros((3, 40)))
+with np.errstate(all="ignore"):                  # nothing ran: the outputs are uninitialised
+    fast_fractional.fssm_conv_kernel_fwd(p["A"], p["B"], p["C"], np.full(3, 0.1), 40, 1.5, "gl")
 for (name, _), code in ptx.items():
     assert "mul.rn" in code or name not in ("lif_forward", "refractory_forward"), name
 print(sorted(name for name, _ in ptx))
@@ -73,5 +75,5 @@ def test_kernels_compile_for_a_gpu():
         pytest.skip("NVVM not found: set CUDA_HOME to a CUDA toolkit (see the module docstring)")
     assert run.returncode == 0, run.stderr[-3000:]
     for kernel in ("lif_forward", "lif_backward", "refractory_forward", "refractory_backward", "_exp_sum",
-                   "_power_moments"):
+                   "_power_moments", "_gl_impulse"):
         assert kernel in run.stdout

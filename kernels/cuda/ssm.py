@@ -117,17 +117,20 @@ def kernel_fwd(A, B, C, dt, L, method="zoh"):
     return K, ctx
 
 
+def cotangent(ctx, gK, check):
+    """gK = dL/dK as device rows (R, L) float64: a host gK checked by `check(ctx, gK)` (its oracle's check),
+    then moved to the device (`device_module`); a device gK checked against ctx["K_shape"] there."""
+    if backend.array_module(gK) is np:
+        return rows(device_module().asarray(check(ctx, gK)))[0]
+    if tuple(gK.shape) != ctx["K_shape"]:
+        raise ValueError(f"gK must have the kernel's shape {ctx['K_shape']}, got {tuple(gK.shape)}")
+    return rows(gK.astype(np.float64, copy=False))[0]
+
+
 def kernel_vjp(ctx, gK):
     """CUDA fast path of refssm.ssm.kernel_vjp: the power sums of gK (K's shape, float64, on the device) by
     `power_moments`, then the oracle's chain rule refssm.ssm.kernel_chain on the host. Returns host
     (gA, gB, gC, gdt), each of its input's shape, as the oracle's."""
-    xp = backend.array_module(gK)
-    if xp is np:
-        gK = ssm.kernel_cotangent(ctx, gK)
-    elif tuple(gK.shape) != ctx["K_shape"]:
-        raise ValueError(f"gK must have the kernel's shape {ctx['K_shape']}, got {tuple(gK.shape)}")
-    gK = rows(xp.asarray(gK, dtype=np.float64))[0]                            # (R, L)
-    S, R = power_moments(gK, *ctx["log_Abar_rows"])
+    S, R = power_moments(cotangent(ctx, gK, ssm.kernel_cotangent), *ctx["log_Abar_rows"])
     shape = np.broadcast_shapes(ctx["W"].shape, ctx["Abar"].shape)
-    S, R = S.reshape(shape), R.reshape(shape)
-    return ssm.kernel_chain(ctx, S, R / ctx["Abar"])
+    return ssm.kernel_chain(ctx, S.reshape(shape), R.reshape(shape) / ctx["Abar"])
