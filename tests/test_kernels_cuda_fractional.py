@@ -104,3 +104,22 @@ def test_vjp_uses_only_its_ctx():
     for (*args, kw), ctx in reversed(list(zip(cases, ctxs))):
         for got, want in zip(fast.fssm_conv_kernel_vjp(ctx, gK), VJP(FWD(*args, **kw)[1], gK)):
             _close(got, want)
+
+
+def test_device_cotangent(request):
+    # with CuPy (the test double of tests/fake_cupy.py, which the simulator runs on) K is a CuPy array for every
+    # method and the VJP takes a CuPy gK; the gradients come back to the host, equal to the host run's
+    pytest.importorskip("fake_cupy", reason="the CuPy test double tests/fake_cupy.py is not here")
+    rng = np.random.default_rng(3)
+    A, B, C, dt = _layer(rng, 2, 2, False, False)
+    gK = rng.standard_normal((2, 10))
+    cases = ((1.5, "gl", {}), (0.7, "gl", {}), (0.7, "soe_decoupled", dict(omega=[0.3, 1.0], eta=[1.0, 2.0])))
+    host = [(K, fast.fssm_conv_kernel_vjp(ctx, gK))
+            for K, ctx in (fast.fssm_conv_kernel_fwd(A, B, C, dt, 10, alpha, method, **kw) for alpha, method, kw in cases)]
+    cp = request.getfixturevalue("fake_cupy")
+    for (alpha, method, kw), (K0, grads0) in zip(cases, host):
+        K, ctx = fast.fssm_conv_kernel_fwd(A, B, C, dt, 10, alpha, method, **kw)
+        assert type(K) is cp.ndarray
+        np.testing.assert_array_equal(K.get(), K0)
+        for g, g0 in zip(fast.fssm_conv_kernel_vjp(ctx, cp.asarray(gK)), grads0):
+            np.testing.assert_array_equal(g, g0)

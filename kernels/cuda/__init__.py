@@ -7,8 +7,9 @@ Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1, set by tests/conftest.py) every 
 Python thread on numpy arrays: the "device" is the host and the device module is numpy.
 
 This module holds what the kernel modules share: the device array module, the launch layout, rows of
-an array on its own module, the cooperative tile loads and stores of the time loops, the input check
-of a device signal, and `mul_rn`, a product that is never contracted into a fused multiply-add.
+an array on its own module, the cooperative tile loads and stores of the time loops, and `mul_rn`, a
+product that is never contracted into a fused multiply-add. (Inputs are checked by refssm._checks, which
+checks a CuPy array on its device.)
 """
 
 import importlib
@@ -19,9 +20,7 @@ from numba import cuda
 from numba.core import config
 
 from refssm import backend
-from refssm._checks import _TRUSTED, time_series
 from refssm.kernels import rows as host_rows
-from refssm.neurons import compute_dtype
 
 SIMULATED = bool(config.ENABLE_CUDASIM)     # kernels run in Numba's CUDA simulator, on numpy arrays
 
@@ -63,24 +62,6 @@ def rows(*arrays):
     if xp is np:
         return host_rows(*arrays)
     return [xp.ascontiguousarray(a.reshape(math.prod(a.shape[:-1]), a.shape[-1])) for a in arrays]
-
-
-def signal(x):
-    """x (..., L) checked as the neuron oracles check it (refssm._checks.time_series), in their compute
-    dtype (refssm.neurons.compute_dtype: float32 stays float32, anything else is float64). A host array
-    goes through time_series itself; a device array is checked on the device (ndim >= 1, L >= 1, finite;
-    the finiteness reduction skipped inside refssm._checks.trusted(), as time_series skips its checks)."""
-    xp = backend.array_module(x)
-    if xp is np:
-        return time_series("x", x, dtype=compute_dtype(x))
-    x = x.astype(compute_dtype(x), copy=False)
-    if _TRUSTED.get():
-        return x
-    if x.ndim < 1 or x.shape[-1] < 1:
-        raise ValueError(f"x must have length L >= 1 along its last (time) axis, got shape {x.shape}")
-    if x.size and not bool(xp.isfinite(x).all()):
-        raise ValueError("x must be finite (no NaN or inf)")
-    return x
 
 
 def per_row(xp, dtype, *params):

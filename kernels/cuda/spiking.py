@@ -28,11 +28,11 @@ import numpy as np
 from numba import cuda, from_dtype
 
 from refssm import backend, ssm
-from refssm._checks import choice
-from refssm.kernels.cuda import (TILE_PAD, TILE_ROWS, TILE_STEPS, load_tile, mul_rn, per_row, rows, signal,
-                                 store_tile, stream, tile_length)
+from refssm._checks import choice, time_series
+from refssm.kernels.cuda import (TILE_PAD, TILE_ROWS, TILE_STEPS, load_tile, mul_rn, per_row, rows, store_tile,
+                                 stream, tile_length)
 from refssm.kernels.spiking import surrogate_constants
-from refssm.neurons import lif_params, refractory_params
+from refssm.neurons import compute_dtype, lif_params, refractory_params
 from refssm.spiking import LIF_GRADIENTS
 
 _MODES = {"output": 0, "bptt_detach_reset": 1, "bptt": 2}     # LIF gradient -> code of the backward kernel
@@ -262,7 +262,7 @@ def lif(x, tau, v_th, sg, gradient="bptt", reset="hard", v_reset=0.0):
     chosen backward reads: g ("output"), g and s ("bptt_detach_reset", and "bptt" with the soft reset),
     g, s and v ("bptt" with the hard reset)."""
     choice("gradient", gradient, LIF_GRADIENTS)
-    x = signal(x)
+    x = time_series("x", x, dtype=compute_dtype(x))
     xp, dtype, hard = backend.array_module(x), x.dtype, reset == "hard"
     params = lif_params(x, *(backend.to_host(p) for p in (tau, v_th)), reset, backend.to_host(v_reset))
     tau_r, th_r, vr_r = per_row(xp, dtype, *params)                       # (R,) each
@@ -302,7 +302,7 @@ def refractory(y, ln_vth, log_theta_r, tau, beta, sg):
     computed on the host as the oracle computes them (device arrays are copied there first).
     y (B, H, L) on the device; ln_vth, log_theta_r (H,); tau, beta fixed (scalars or (H,)).
     Returns (s (B, H, L), ctx) with s in y's dtype on y's device."""
-    y = signal(y)
+    y = time_series("x", y, dtype=compute_dtype(y))
     xp, dtype = backend.array_module(y), y.dtype
     v_th, theta_r = np.exp(backend.to_host(ln_vth)), np.exp(backend.to_host(log_theta_r))
     tau, beta = backend.to_host(tau), backend.to_host(beta)
