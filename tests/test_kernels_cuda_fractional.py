@@ -114,8 +114,8 @@ def test_device_cotangent(request):
     A, B, C, dt = _layer(rng, 2, 2, False, False)
     gK = rng.standard_normal((2, 10))
     cases = ((1.5, "gl", {}), (0.7, "gl", {}), (0.7, "soe_decoupled", dict(omega=[0.3, 1.0], eta=[1.0, 2.0])))
-    host = [(K, fast.fssm_conv_kernel_vjp(ctx, gK))
-            for K, ctx in (fast.fssm_conv_kernel_fwd(A, B, C, dt, 10, alpha, method, **kw) for alpha, method, kw in cases)]
+    forwards = (fast.fssm_conv_kernel_fwd(A, B, C, dt, 10, alpha, method, **kw) for alpha, method, kw in cases)
+    host = [(K, fast.fssm_conv_kernel_vjp(ctx, gK)) for K, ctx in forwards]
     cp = request.getfixturevalue("fake_cupy")
     for (alpha, method, kw), (K0, grads0) in zip(cases, host):
         K, ctx = fast.fssm_conv_kernel_fwd(A, B, C, dt, 10, alpha, method, **kw)
