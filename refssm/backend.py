@@ -15,9 +15,12 @@ closed forms and autograd) and its fast paths, one per backend, each tested agai
                      cupy: the CuPy path has not yet been run on a GPU (README, "GPU").
 
 An operation is *generic* when its oracle is written against the array module alone (matrix products,
-FFTs, pointwise maps): it is the implementation on every backend and needs no fast path. A
-non-generic operation (a loop in time, or a memory-bound chain that wants fusing) without a fast path
-on the chosen backend falls back to its oracle with a one-time warning naming it. The models do not know
+FFTs, pointwise maps, reductions): it runs on every backend, on numpy or CuPy arrays, and a fast path is
+optional (LayerNorm and GLU have fused Numba ones). A non-generic operation (a loop in time, or the SSM
+kernel's sums) without a fast path on the chosen backend falls back to its oracle with a one-time
+warning naming it; on cupy that oracle runs on the host (the SSM kernels take host parameters, and
+refssm.models.layers moves K to the GPU), so every non-generic operation that sees device activations
+has a cupy fast path. The models do not know
 which backend runs: their arrays live on the backend's device (`to_device`, `to_host`), and code that
 creates arrays asks `array_module(x)` for numpy or cupy.
 """
@@ -48,20 +51,24 @@ OPS = {
     "cross_entropy": ("refssm.ops:cross_entropy", {}, True),
     "mse": ("refssm.ops:mse", {}, True),
     "take_steps": ("refssm.ops:take_steps", {}, True),
-    # memory-bound ops fused into one pass
-    "layer_norm": ("refssm.ops:layer_norm", {"numba": "refssm.kernels.ops:layer_norm"}, False),
-    "glu": ("refssm.ops:glu", {"numba": "refssm.kernels.ops:glu"}, False),
+    # memory-bound ops fused into one pass (Numba); on cupy their generic oracles
+    "layer_norm": ("refssm.ops:layer_norm", {"numba": "refssm.kernels.ops:layer_norm"}, True),
+    "glu": ("refssm.ops:glu", {"numba": "refssm.kernels.ops:glu"}, True),
     # SSM kernel and convolutions (refssm.ssm)
-    "ssm_kernel": ("refssm.ssm:kernel_fwd", {"numba": "refssm.kernels.ssm:kernel_fwd"}, False),
+    "ssm_kernel": ("refssm.ssm:kernel_fwd", {"numba": "refssm.kernels.ssm:kernel_fwd",
+                                             "cupy": "refssm.kernels.cuda.ssm:kernel_fwd"}, False),
     "fssm_kernel": ("refssm.fractional:fssm_conv_kernel_fwd",
-                    {"numba": "refssm.kernels.fractional:fssm_conv_kernel_fwd"}, False),
+                    {"numba": "refssm.kernels.fractional:fssm_conv_kernel_fwd",
+                     "cupy": "refssm.kernels.cuda.fractional:fssm_conv_kernel_fwd"}, False),
     "causal_conv": ("refssm.ssm:causal_conv_fwd", {}, True),
     "bidirectional_conv": ("refssm.ssm:bidirectional_conv_fwd", {}, True),
     # spiking nonlinearities (refssm.spiking)
     "spike": ("refssm.spiking:spike", {}, True),
     "gsu": ("refssm.spiking:gsu", {}, True),
-    "lif": ("refssm.spiking:lif", {"numba": "refssm.kernels.spiking:lif"}, False),
-    "refractory": ("refssm.spiking:refractory", {"numba": "refssm.kernels.spiking:refractory"}, False),
+    "lif": ("refssm.spiking:lif", {"numba": "refssm.kernels.spiking:lif",
+                                   "cupy": "refssm.kernels.cuda.spiking:lif"}, False),
+    "refractory": ("refssm.spiking:refractory", {"numba": "refssm.kernels.spiking:refractory",
+                                                 "cupy": "refssm.kernels.cuda.spiking:refractory"}, False),
     "sample": ("refssm.spiking:sample", {}, True),
     "sdn_lif": ("refssm.spiking:sdn_lif", {}, True),
 }

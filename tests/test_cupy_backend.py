@@ -1,0 +1,150 @@
+"""backend "cupy" end to end, on a GPU or without one.
+
+Under pytest's default NUMBA_ENABLE_CUDASIM=1 (tests/conftest.py; CI) the CuPy test double (tests/fake_cupy.py)
+stands in for CuPy and Numba's CUDA simulator runs the CUDA kernels (refssm.kernels.cuda) on the CPU. On a GPU
+machine, `NUMBA_ENABLE_CUDASIM=0 pytest tests/test_cupy_backend.py` runs the same tests on real CuPy arrays
+and the real kernels (they skip, saying why, where CuPy or a GPU is missing).
+
+What this checks: every model's loss, gradients, outputs and BatchNorm state on backend "cupy" equal the
+numpy oracle's (float64; the CUDA kernels sum in another order, so to 1e-9 relative, not bit for bit); the
+results stay on the device (no silent copy to the host, no host array mixed into device arithmetic: the
+double refuses both, as CuPy does); a training run on cupy checkpoints host arrays, and a run saved on
+cupy resumes on numpy (and the reverse) to the same parameters as a run that never changed backend. What
+the double cannot check: CuPy's own kernels, the CUDA compiler, the GPU (the same tests on a GPU do).
+"""
+
+import numpy as np
+import pytest
+
+from refssm import backend, checkpoint, models, train
+from refssm.kernels.cuda import SIMULATED
+
+
+
+@pytest.fixture
+def cupy_module(request):
+    """The fake CuPy under the simulator; real CuPy on a GPU (NUMBA_ENABLE_CUDASIM=0), else a skip saying why."""
+    if SIMULATED:
+        return request.getfixturevalue("fake_cupy")
+    why = backend.cupy_unavailable()
+    if why is not None:
+        pytest.skip(f"backend 'cupy' cannot run here: {why}")
+    import cupy
+    return cupy
+
+B, L, D_IN = 2, 12, 3
+CASES = [("spikingssm", {}), ("spikingssm", dict(reset="soft", lif_gradient="bptt", surrogate="atan", norm="layer")),
+         ("spikingssm", dict(lif_gradient="bptt_detach_reset", dropout=0.2)),
+         ("binary_s4d", {}), ("binary_s4d", dict(mixing="gsu", bidirectional=False)),
+         ("spike_ssm", {}), ("pspikessm", {}), ("longspike", {}), ("longspike", dict(frac_method="soe_decoupled")),
+         ("spikingssm", dict(neuron="sdn"))]
+
+
+def _on_device(a):
+    return type(a).__module__.partition(".")[0] == "cupy"
+
+
+def _setup(model, opts, seed=0):
+    rng = np.random.default_rng(seed)
+    cfg = models.make_config(model, d_input=D_IN, n_classes=3, H=4, N=4, n_layers=2, dtype="float64",
+                             backend="numpy", **opts)
+    p, state = models.init_params(cfg, rng)
+    p = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in p.items()}
+    x, y = rng.standard_normal((B, L, D_IN)), rng.integers(0, 3, B)
+    mask = np.ones((B, L), bool)
+    mask[1, -3:] = False
+    aux = train._aux(cfg) or None
+    return cfg, p, state, x, y, mask, aux
+
+
+@pytest.mark.parametrize("model, opts", CASES)
+def test_loss_and_gradients_on_cupy_equal_the_oracle(model, opts, cupy_module):
+    cfg, p, state, x, y, mask, aux = _setup(model, opts)
+    ref = models.loss_and_grads(p, state, cfg, x, y, mask, np.random.default_rng(7), aux=aux)
+    loss, grads, new_state, out, stats = models.loss_and_grads(p, state, dict(cfg, backend="cupy"), x, y, mask,
+                                                               np.random.default_rng(7), aux=aux)
+    assert isinstance(loss, float)
+    np.testing.assert_allclose(loss, ref[0], rtol=1e-9)
+    assert _on_device(out)
+    np.testing.assert_allclose(out.get(), ref[3], rtol=1e-9, atol=1e-12)
+    for name, g in grads.items():
+        assert _on_device(g) and g.dtype == np.float64, name
+        scale = max(np.abs(ref[1][name]).max(), 1e-6)
+        np.testing.assert_allclose(g.get(), ref[1][name], rtol=1e-7, atol=1e-9 * scale, err_msg=name)
+    for name, v in new_state.items():
+        assert _on_device(v), name
+        np.testing.assert_allclose(v.get(), ref[2][name], rtol=1e-9, err_msg=name)
+    assert [s["spikes"] for s in stats] == [s["spikes"] for s in ref[4]]      # the same spikes, counted
+
+
+def test_float32_on_cupy_follows_float64(cupy_module):
+    cfg, p, state, x, y, mask, aux = _setup("spikingssm", {})
+    ref = models.loss_and_grads(p, state, cfg, x, y, mask, np.random.default_rng(7))
+    cfg32 = dict(cfg, backend="cupy", dtype="float32")
+    loss, grads, _, out, _ = models.loss_and_grads(p, state, cfg32, x, y, mask, np.random.default_rng(7))
+    assert out.dtype == np.float32 and all(g.dtype == np.float32 for g in grads.values())
+    np.testing.assert_allclose(loss, ref[0], rtol=1e-5)
+    for name, g in grads.items():
+        scale = np.abs(ref[1][name]).max()
+        np.testing.assert_allclose(g.get(), ref[1][name], atol=2e-3 * scale + 1e-7, err_msg=name)
+
+
+def _run(tmp_path, name, backend_name, **kw):
+    return train.run("spikingssm", str(tmp_path / name), log=lambda *a: None, progress=_Quiet(),
+                     model_overrides=dict(H=4, N=4, n_layers=1, dtype="float64", backend=backend_name),
+                     task="digits", epochs=1, batch_size=128, seed=3, **kw)
+
+
+class _Quiet:
+    def update(self, *a):
+        pass
+
+    def clear(self):
+        pass
+
+
+def test_training_saves_on_cupy_and_resumes_on_numpy_and_back(tmp_path, cupy_module):
+    """Checkpoints hold host arrays whatever the backend; a run moves between backends with --resume --backend."""
+    _run(tmp_path, "numpy", "numpy", stop_after=4)
+    ref = checkpoint.load(tmp_path / "numpy" / train.CKPT_NAME)
+
+    _run(tmp_path, "mixed", "cupy", stop_after=2)                                  # 2 steps on the "GPU"
+    saved = checkpoint.load(tmp_path / "mixed" / train.CKPT_NAME)
+    assert all(type(v) is np.ndarray for v in saved.params.values())
+    assert all(type(v) is np.ndarray for v in saved.opt_state["m"].values())
+    train.run(None, str(tmp_path / "mixed"), resume=True, stop_after=3, log=lambda *a: None, progress=_Quiet(),
+              model_overrides=dict(backend="numpy"))                               # step 3 on the host
+    train.run(None, str(tmp_path / "mixed"), resume=True, stop_after=4, log=lambda *a: None, progress=_Quiet(),
+              model_overrides=dict(backend="cupy"))                                # step 4 back on the "GPU"
+    mixed = checkpoint.load(tmp_path / "mixed" / train.CKPT_NAME)
+    assert mixed.step == ref.step == 4
+    for name, v in ref.params.items():
+        np.testing.assert_allclose(mixed.params[name], v, rtol=1e-8, atol=1e-12, err_msg=name)
+
+
+def test_cupy_refuses_data_parallel_runs(tmp_path, cupy_module):
+    class TwoRanks(train.distributed.Local):
+        size = 2
+    with pytest.raises(ValueError, match="one GPU"):
+        train.run("spikingssm", str(tmp_path / "r"), log=lambda *a: None, progress=_Quiet(), comm=TwoRanks(),
+                  model_overrides=dict(H=4, N=4, n_layers=1, backend="cupy"), task="digits", epochs=1)
+
+
+def test_cupy_without_cupy_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "cupy", None)                    # import cupy -> ImportError
+    with pytest.raises(ValueError, match=r"backend 'cupy' cannot run here: CuPy does not import.*refssm\[gpu\]"):
+        backend.resolve("cupy")
+    cfg, p, state, x, y, mask, _ = _setup("spikingssm", {})
+    with pytest.raises(ValueError, match="backend 'cupy' cannot run here"):
+        models.forward(p, state, dict(cfg, backend="cupy"), x, mask, np.random.default_rng(0), False)
+
+
+def test_auto_never_picks_the_gpu(cupy_module):
+    """The CuPy path has not run on a GPU yet: auto stays on the host even where CuPy sees one."""
+    assert backend.resolve("auto") in ("numba", "numpy")
+
+
+def test_every_non_generic_op_has_a_cupy_fast_path():
+    """On cupy a non-generic oracle would run on the host: each one that sees device activations has a kernel."""
+    missing = [name for name, (_, fast, generic) in backend.OPS.items() if not generic and "cupy" not in fast]
+    assert missing == []
