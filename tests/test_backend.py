@@ -25,7 +25,8 @@ def test_unknown_backend_op_and_dtype_are_value_errors():
         models.make_config("spikingssm", d_input=1, backend="gpu")
 
 
-def test_every_registered_operation_loads_with_its_vjp():
+def test_every_registered_operation_loads_with_its_vjp(fake_cupy):
+    """(the CuPy double lets backend "cupy" resolve without a GPU: this loads the cupy fast paths' modules)"""
     for name, (oracle, fast, generic) in backend.OPS.items():
         fwd, vjp = backend.oracle(name)
         assert callable(fwd) and callable(vjp), name
