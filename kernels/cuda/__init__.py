@@ -6,9 +6,9 @@ and write their outputs into CuPy arrays allocated by the glue, so results stay 
 Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1, set by tests/conftest.py) every CUDA thread runs as a
 Python thread on numpy arrays: the "device" is the host and the device module is numpy.
 
-This module holds what the kernel modules share: the device array module, the launch layout, rows of
-an array on its own module, the cooperative tile loads and stores of the time loops, and `mul_rn`, a
-product that is never contracted into a fused multiply-add. (Inputs are checked by refssm._checks, which
+This module holds what the kernel modules share: the device array module, the launches and their
+layout, rows of an array on its own module, the cooperative tile loads and stores of the time loops,
+and `mul_rn`, a product that is never contracted into a fused multiply-add. (Inputs are checked by refssm._checks, which
 checks a CuPy array on its device.)
 """
 
@@ -48,6 +48,15 @@ def stream(xp):
     if xp is np or SIMULATED:
         return 0
     return cuda.external_stream(xp.cuda.get_current_stream().ptr)
+
+
+def launch(kernel, blocks, threads, xp, *args):
+    """kernel[blocks, threads](*args) on xp's stream (`stream`). On a GPU, CuPy arrays go in as Numba views
+    without the wait Numba otherwise does, on the host, for the stream each array exports: that stream is
+    CuPy's current one, the launch's own, so the work that wrote them is ordered before the kernel already."""
+    if xp is not np and not SIMULATED:
+        args = [cuda.as_cuda_array(a, sync=False) if cuda.is_cuda_array(a) else a for a in args]
+    kernel[blocks, threads, stream(xp)](*args)
 
 
 def flat_blocks(n, threads=THREADS):

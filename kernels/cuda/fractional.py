@@ -22,7 +22,7 @@ from numba import cuda
 
 from refssm import backend
 from refssm import fractional as F
-from refssm.kernels.cuda import THREADS, device_module, flat_blocks, stream
+from refssm.kernels.cuda import THREADS, device_module, flat_blocks, launch
 from refssm.kernels.cuda.ssm import cotangent, exp_sum, power_moments
 
 
@@ -61,7 +61,7 @@ def gl_impulse(w, c, shift, L):
     w_d, c_re, c_im, inv_re, inv_im = (xp.asarray(np.ascontiguousarray(a))
                                        for a in (w, c.real, c.imag, inv.real, inv.imag))
     x_re, x_im = xp.empty((L, c.size)), xp.empty((L, c.size))
-    _gl_impulse[flat_blocks(c.size), THREADS, stream(xp)](w_d, c_re, c_im, inv_re, inv_im, shift, x_re, x_im)
+    launch(_gl_impulse, flat_blocks(c.size), THREADS, xp, w_d, c_re, c_im, inv_re, inv_im, shift, x_re, x_im)
     return (backend.to_host(x_re) + 1j * backend.to_host(x_im)).T
 
 

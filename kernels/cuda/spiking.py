@@ -29,8 +29,8 @@ from numba import cuda, from_dtype
 
 from refssm import backend, ssm
 from refssm._checks import choice, time_series
-from refssm.kernels.cuda import (TILE_PAD, TILE_ROWS, TILE_STEPS, load_tile, mul_rn, per_row, rows, store_tile,
-                                 stream, tile_length)
+from refssm.kernels.cuda import (TILE_PAD, TILE_ROWS, TILE_STEPS, launch, load_tile, mul_rn, per_row, rows,
+                                 store_tile, tile_length)
 from refssm.kernels.spiking import surrogate_constants
 from refssm.neurons import compute_dtype, lif_params, refractory_params
 from refssm.spiking import LIF_GRADIENTS
@@ -237,9 +237,9 @@ def _kernels(dtype):
 
 
 def _launch(kernel, R, xp, *args):
-    """kernel over R rows: one thread per row, TILE_ROWS rows per block, on xp's current stream."""
+    """kernel over R rows: one thread per row, TILE_ROWS rows per block (`launch`)."""
     if R:
-        kernel[-(-R // TILE_ROWS), TILE_ROWS, stream(xp)](*args)
+        launch(kernel, -(-R // TILE_ROWS), TILE_ROWS, xp, *args)
 
 
 def _cotangent(gs, shape, dtype, xp):

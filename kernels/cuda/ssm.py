@@ -24,7 +24,7 @@ import numpy as np
 from numba import cuda, float64
 
 from refssm import backend, ssm
-from refssm.kernels.cuda import THREADS, device_module, flat_blocks, rows, stream
+from refssm.kernels.cuda import THREADS, device_module, flat_blocks, launch, rows
 
 REDUCE_THREADS = 128     # power_moments: at most this many threads per (row, mode) block, a power of two
 
@@ -88,7 +88,7 @@ def exp_sum(W, log_Abar, L):
     w_re, w_im, la_re, la_im = rows(*(xp.asarray(np.ascontiguousarray(part))
                                       for part in (W.real, W.imag, log_Abar.real, log_Abar.imag)))
     K = xp.empty((w_re.shape[0], L))
-    _exp_sum[flat_blocks(K.size), THREADS, stream(xp)](w_re, w_im, la_re, la_im, K)
+    launch(_exp_sum, flat_blocks(K.size), THREADS, xp, w_re, w_im, la_re, la_im, K)
     return K.reshape(W.shape[:-1] + (L,)), (la_re, la_im)
 
 
@@ -99,7 +99,7 @@ def power_moments(g, la_re, la_im):
     R, n = la_re.shape
     out = xp.empty((R, n, 4))
     threads = min(REDUCE_THREADS, 1 << (g.shape[1] - 1).bit_length())
-    _power_moments[R * n, threads, stream(xp)](g, la_re, la_im, out)
+    launch(_power_moments, R * n, threads, xp, g, la_re, la_im, out)
     out = backend.to_host(out)
     return out[..., 0] + 1j * out[..., 1], out[..., 2] + 1j * out[..., 3]
 
