@@ -12,9 +12,10 @@ does not re-check what was checked.
 
 import contextlib
 import contextvars
-import sys
 
 import numpy as np
+
+from refssm.backend import array_module, is_device_array
 
 _TRUSTED = contextvars.ContextVar("refssm_trusted", default=False)
 
@@ -36,7 +37,7 @@ def as_array(name, x, *, ndim=None, min_ndim=None, dtype=np.float64, finite=True
     Inside `trusted()`: np.asarray(x), whatever its dtype. A device (CuPy) array stays on its device: inside
     `trusted()` it is returned as it is; outside, it is checked there and returned as a device array of `dtype`.
     """
-    if _is_device(x):
+    if is_device_array(x):
         return x if _TRUSTED.get() else _device_array(name, x, ndim, min_ndim, dtype, finite)
     if _TRUSTED.get():
         return np.asarray(x)
@@ -53,11 +54,6 @@ def as_array(name, x, *, ndim=None, min_ndim=None, dtype=np.float64, finite=True
     return a
 
 
-def _is_device(x):
-    """Whether x is a CuPy array (by its type's module, as refssm.backend.array_module: CuPy is not imported)."""
-    return type(x).__module__.partition(".")[0] == "cupy"
-
-
 def _device_array(name, x, ndim, min_ndim, dtype, finite):
     """as_array for a CuPy array: the same checks, run on the device (only their verdicts come to the host)."""
     try:
@@ -68,14 +64,9 @@ def _device_array(name, x, ndim, min_ndim, dtype, finite):
         raise ValueError(f"{name} must have ndim == {ndim}, got shape {a.shape}")
     if min_ndim is not None and a.ndim < min_ndim:
         raise ValueError(f"{name} must have ndim >= {min_ndim}, got shape {a.shape}")
-    if finite and a.size and not bool(_xp(a).isfinite(a).all()):
+    if finite and a.size and not bool(array_module(a).isfinite(a).all()):
         raise ValueError(f"{name} must be finite (no NaN or inf)")
     return a
-
-
-def _xp(x):
-    """numpy, or cupy for a CuPy array."""
-    return sys.modules["cupy"] if _is_device(x) else np
 
 
 def in_range(name, value, lo=None, hi=None, *, lo_open=False, hi_open=False):
@@ -84,9 +75,9 @@ def in_range(name, value, lo=None, hi=None, *, lo_open=False, hi_open=False):
     The message states the allowed interval in the usual bracket notation, e.g. tau in [0, 1).
     """
     if _TRUSTED.get():
-        return value if _is_device(value) else np.asarray(value)
+        return value if is_device_array(value) else np.asarray(value)
     v = as_array(name, value)
-    xp = _xp(v)
+    xp = array_module(v)
     ok = xp.ones(v.shape, dtype=bool)
     if lo is not None:
         ok &= (v > lo) if lo_open else (v >= lo)
@@ -133,7 +124,7 @@ def per_sequence(name, value, x, lo=None, hi=None, *, lo_open=False, hi_open=Fal
     (..., L), e.g. a per-channel tau (H,) against x (B, H, L)."""
     v = in_range(name, value, lo, hi, lo_open=lo_open, hi_open=hi_open)
     try:
-        return _xp(v).broadcast_to(v, x.shape[:-1])
+        return array_module(v).broadcast_to(v, x.shape[:-1])
     except ValueError:
         raise ValueError(f"{name} of shape {v.shape} does not broadcast against x.shape[:-1] = "
                          f"{x.shape[:-1]}") from None

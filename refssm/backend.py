@@ -117,7 +117,7 @@ def resolve(backend):
 # Devices: host (numpy) or GPU (cupy)
 # --------------------------------------------------------------------------------------------------
 
-def _is_device_array(a):
+def is_device_array(a):
     """Whether `a` is a CuPy array (recognised by its type's module, so that CuPy is never imported here
     for a host array)."""
     return type(a).__module__.partition(".")[0] == "cupy"
@@ -127,7 +127,7 @@ def array_module(*arrays):
     """The array module of `arrays`: cupy if any of them is a CuPy array, else numpy. Code that runs on
     every backend creates its arrays with it (xp.zeros, xp.empty, ...) and uses `fft_module` and
     `special_module` for what numpy leaves to scipy."""
-    return sys.modules["cupy"] if any(_is_device_array(a) for a in arrays) else np
+    return sys.modules["cupy"] if any(is_device_array(a) for a in arrays) else np
 
 
 def fft_module(xp):
@@ -145,6 +145,13 @@ def device_of(backend):
     return "gpu" if backend == "cupy" else "host"
 
 
+def synchronize(backend):
+    """Wait until the device of the concrete `backend` has done the work queued on it (a no-op on the host):
+    what a timer must do before reading the clock."""
+    if device_of(backend) == "gpu":
+        importlib.import_module("cupy").cuda.Device().synchronize()
+
+
 def to_device(a, backend):
     """`a` on the device of the concrete `backend`: a CuPy array for "cupy" (copied from the host if needed),
     else `a` as a numpy array (copied to the host if it was a CuPy array)."""
@@ -155,7 +162,7 @@ def to_device(a, backend):
 
 def to_host(a):
     """`a` as a numpy array (a CuPy array is copied from the GPU; a numpy array is returned as it is)."""
-    return a.get() if _is_device_array(a) else np.asarray(a)
+    return a.get() if is_device_array(a) else np.asarray(a)
 
 
 def _load(target):

@@ -39,14 +39,6 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0                # Linux: KiB
 
 
-def _device_sync(concrete):
-    """A function that waits for the device of backend `concrete` (a no-op on the host)."""
-    if concrete != "cupy":
-        return lambda: None
-    import cupy
-    return cupy.cuda.Device().synchronize
-
-
 def train_step_seconds(B, H, N, L, layers, steps, backend="auto", dtype="float32", neuron="anchor", peak=None):
     """Median seconds of `steps` training steps (after one warm-up step that compiles and allocates).
     peak: a list that receives the GPU pool's largest size in bytes (backend cupy)."""
@@ -64,17 +56,17 @@ def train_step_seconds(B, H, N, L, layers, steps, backend="auto", dtype="float32
     opt = optim.adamw_init(params)
     x = backends.to_device(rng.standard_normal((B, L, 1)).astype(dtype), concrete)
     y = backends.to_device(rng.integers(0, 10, B), concrete)
-    sync, pool = _device_sync(concrete), None
-    if concrete == "cupy":
+    pool = None
+    if backends.device_of(concrete) == "gpu":
         import cupy
         pool = cupy.get_default_memory_pool()
     times, most = [], 0
     for i in range(steps + 1):
-        sync()
+        backends.synchronize(concrete)
         t0 = time.perf_counter()
         _, grads, state, _, _ = models.loss_and_grads(params, state, cfg, x, y, None, rng)
         params, opt = optim.adamw_step(params, grads, opt, lr=1e-3, weight_decay=0.0)
-        sync()
+        backends.synchronize(concrete)
         if i:
             times.append(time.perf_counter() - t0)
         most = max(most, pool.total_bytes()) if pool is not None else 0

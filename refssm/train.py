@@ -361,7 +361,7 @@ def run(model="spikingssm", out=None, resume=False, force=False, stop_after=None
     aux = _aux(cfg)
     n_train = len(data.train)
     concrete = backend.resolve(cfg["backend"])
-    if concrete == "cupy" and comm.size > 1:
+    if backend.device_of(concrete) == "gpu" and comm.size > 1:
         raise ValueError("backend 'cupy' trains on one GPU: data parallelism across GPUs (NCCL) is not implemented "
                          "yet; run one process, or a CPU backend under mpiexec")
     params, opt_state, state = _on(params, concrete), _on(opt_state, concrete), _on(state, concrete)

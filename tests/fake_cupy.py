@@ -144,7 +144,9 @@ def _log_softmax(x, axis=None):
 
 cupy = _module("cupy", ndarray=ndarray, get_array_module=lambda *a: cupy if any(isinstance(x, ndarray) for x in a)
                else np,
-               cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1)),
+               cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
+                                          Device=lambda device=None: types.SimpleNamespace(synchronize=lambda: None)),
+               get_default_memory_pool=lambda: types.SimpleNamespace(total_bytes=lambda: 0),
                **{k: _Ufunc(getattr(np, k)) for k in UFUNCS},
                **{k: _device_function(getattr(np, k)) for k in FUNCTIONS if k != "asnumpy"},
                **{k: _device_function(getattr(np, k), transfer=True) for k in TRANSFERS},

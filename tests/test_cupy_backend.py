@@ -16,7 +16,7 @@ the double cannot check: CuPy's own kernels, the CUDA compiler, the GPU (the sam
 import numpy as np
 import pytest
 
-from refssm import backend, checkpoint, models, train
+from refssm import backend, bench, checkpoint, cli, models, train
 from refssm.kernels.cuda import SIMULATED
 
 
@@ -148,3 +148,16 @@ def test_every_non_generic_op_has_a_cupy_fast_path():
     """On cupy a non-generic oracle would run on the host: each one that sees device activations has a kernel."""
     missing = [name for name, (_, fast, generic) in backend.OPS.items() if not generic and "cupy" not in fast]
     assert missing == []
+
+
+def test_the_gpu_benchmark_step_runs_on_cupy(cupy_module):
+    """python -m refssm.bench train-step --backend cupy (what validation/bench_gpu.py times), at a tiny size."""
+    peak = []
+    seconds = bench.train_step_seconds(2, 4, 4, 16, 1, 1, backend="cupy", peak=peak)
+    assert seconds > 0 and len(peak) == 1 and peak[0] >= 0
+
+
+def test_a_gpu_checkpoint_evaluates_on_the_cpu(tmp_path, cupy_module, capsys):
+    _run(tmp_path, "gpu", "cupy", stop_after=1)
+    assert cli.main(["eval", str(tmp_path / "gpu" / train.CKPT_NAME), "--backend", "numpy"]) == 0
+    assert "split=test" in capsys.readouterr().out
