@@ -34,6 +34,7 @@ import scipy.fft
 import scipy.special
 
 _asarray, _array, _ascontiguousarray = np.asarray, np.array, np.ascontiguousarray
+TO_HOST = []          # bytes of every device -> host copy (.get(), float(), bool(), int(), item()), for tests
 
 UFUNCS = """add subtract multiply divide true_divide floor_divide negative power remainder mod absolute sign exp exp2
     expm1 log log2 log10 log1p sqrt square reciprocal sin cos tan arcsin arccos arctan arctan2 hypot sinh cosh tanh
@@ -58,7 +59,25 @@ class ndarray(np.ndarray):
     __module__ = "cupy"
 
     def get(self, stream=None):
+        TO_HOST.append(self.nbytes)
         return _array(self.view(np.ndarray))            # a host copy
+
+    def _scalar(self, kind):
+        TO_HOST.append(self.nbytes)                      # CuPy copies the value to the host (a sync)
+        return kind(self.view(np.ndarray))
+
+    def __float__(self):
+        return self._scalar(float)
+
+    def __int__(self):
+        return self._scalar(int)
+
+    def __bool__(self):
+        return self._scalar(bool)
+
+    def item(self, *args):
+        TO_HOST.append(self.itemsize)
+        return self.view(np.ndarray).item(*args)
 
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         if ufunc.__name__ not in UFUNCS or (method == "at" and ufunc.__name__ not in AT_UFUNCS):

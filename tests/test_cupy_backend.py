@@ -16,6 +16,8 @@ the double cannot check: CuPy's own kernels, the CUDA compiler, the GPU (the sam
 import numpy as np
 import pytest
 
+import fake_cupy
+
 from refssm import backend, bench, checkpoint, cli, models, train
 from refssm.kernels.cuda import SIMULATED
 
@@ -161,3 +163,54 @@ def test_a_gpu_checkpoint_evaluates_on_the_cpu(tmp_path, cupy_module, capsys):
     _run(tmp_path, "gpu", "cupy", stop_after=1)
     assert cli.main(["eval", str(tmp_path / "gpu" / train.CKPT_NAME), "--backend", "numpy"]) == 0
     assert "split=test" in capsys.readouterr().out
+
+
+HEAD_CASES = [("spikingssm", "sequence"), ("pspikessm", "value"), ("binary_s4d", "retrieval"), ("longspike", "lm"),
+              ("spike_ssm", "lm")]
+
+
+@pytest.mark.parametrize("model, head", HEAD_CASES)
+def test_every_head_on_cupy_equals_the_oracle(model, head, cupy_module):
+    """Token inputs (embedding's scatter-add), LRA's dual encoder, per-step readouts, regression, LM."""
+    rng = np.random.default_rng(1)
+    kw = dict(vocab_size=6) if head in ("lm", "retrieval") else dict(d_input=2)
+    opts = dict(norm="layer", bidirectional=False) if head == "lm" else {}
+    cfg = models.make_config(model, n_classes=4, H=4, N=4, n_layers=2, dtype="float64", backend="numpy", head=head,
+                             n_targets=3 if head == "sequence" else 1, **kw, **opts)
+    p, state = models.init_params(cfg, rng)
+    # off the symmetric init: with P-SpikeSSM's out.beta = 0, the sampler's input is GELU(0) = 0 up to rounding
+    # wherever no spike has arrived yet, and its straight-through gradient 1[0 <= p <= 1] flips with that
+    # rounding (the FFT's noise differs between the two backends' kernels)
+    p = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in p.items()}
+    lead = (3, 2) if head == "retrieval" else (3,)
+    x = rng.integers(1, 6, lead + (L,)) if "vocab_size" in kw else rng.standard_normal(lead + (L, 2))
+    mask = np.ones(lead + (L,), bool)
+    mask[0, ..., -2:] = False
+    y = {"retrieval": rng.integers(0, 4, 3), "sequence": rng.integers(0, 4, (3, 3)), "value": rng.standard_normal(3),
+         "lm": rng.integers(0, 6, (3, L))}[head]
+    ref = models.loss_and_grads(p, state, cfg, x, y, mask, np.random.default_rng(2))
+    loss, grads, _, out, _ = models.loss_and_grads(p, state, dict(cfg, backend="cupy"), x, y, mask,
+                                                   np.random.default_rng(2))
+    np.testing.assert_allclose(loss, ref[0], rtol=1e-9)
+    np.testing.assert_allclose(out.get(), ref[3], rtol=1e-9, atol=1e-12)
+    for name, g in grads.items():
+        scale = max(np.abs(ref[1][name]).max(), 1e-6)
+        np.testing.assert_allclose(g.get(), ref[1][name], rtol=1e-7, atol=1e-9 * scale, err_msg=name)
+
+
+@pytest.mark.skipif(not SIMULATED, reason="counts the CuPy test double's device -> host copies")
+@pytest.mark.parametrize("model", models.MODELS)
+def test_a_training_step_copies_no_activations_to_the_host(model, cupy_module):
+    """What a GPU step brings back to the host (the loss, spike counts, the SSM parameters for the kernel's
+    discretisation, per-channel neuron parameters; for LongSpike's GL kernel with alpha <= 1, whose VJP runs
+    on the host, dL/dK (H, L)) does not grow with the batch: no activation (B, H, L) makes the trip."""
+    copied = {}
+    for batch in (2, 8):
+        rng = np.random.default_rng(0)
+        cfg = models.make_config(model, d_input=2, n_classes=3, H=4, N=4, n_layers=2, backend="cupy")
+        p, state = (train._on(t, "cupy") for t in models.init_params(cfg, rng))
+        x, y = rng.standard_normal((batch, L, 2)), rng.integers(0, 3, batch)
+        fake_cupy.TO_HOST.clear()
+        models.loss_and_grads(p, state, cfg, x, y, None, rng)
+        copied[batch] = sum(fake_cupy.TO_HOST)
+    assert 0 < copied[2] == copied[8]
