@@ -28,11 +28,11 @@ if not cuda.is_available():
     pytest.skip("numba.cuda sees no GPU and the simulator is off (NUMBA_ENABLE_CUDASIM=0)",
                 allow_module_level=True)
 
-from refssm import backend, ssm, surrogate                  # noqa: E402
+from refssm import backend, surrogate                       # noqa: E402
 from refssm.kernels.cuda import spiking as fast             # noqa: E402
+from spike_checks import close, close_threshold, param, signal            # noqa: E402
 
 F32_TOL = 2e-5
-LATTICE = np.array([-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5])
 SURROGATES = list(surrogate.SURROGATES)
 GRADIENTS = ("output", "bptt", "bptt_detach_reset")
 LIF, LIF_VJP = backend.oracle("lif")
@@ -40,35 +40,6 @@ REFRACTORY, REFRACTORY_VJP = backend.oracle("refractory")
 seeds = st.integers(0, 2**31)
 leads = st.sampled_from([(1,), (3,), (2, 3), (1, 5), (2, 1, 3), (5, 7)])      # (5, 7): 35 rows, two blocks
 lengths = st.sampled_from([1, 2, 7, 24, 33, 40])                              # 33, 40: two tiles
-
-
-def _signal(rng, shape, on_lattice, layout="contiguous"):
-    """x of `shape` (float64): contiguous, a transposed view, or every other step of a longer signal."""
-    def draw(shape):
-        return rng.choice(LATTICE, shape) if on_lattice else rng.normal(0.4, 1.0, shape)
-    if layout == "transposed":
-        return np.ascontiguousarray(draw(shape[::-1])).T
-    if layout == "strided":
-        return draw(shape[:-1] + (2 * shape[-1],))[..., ::2]
-    return draw(shape)
-
-
-def _param(rng, lead, values, on_lattice, per_channel):
-    shape = lead[-1:] if per_channel else ()
-    return rng.choice(values, shape) if on_lattice else rng.uniform(min(values), max(values), shape)
-
-
-def _close(fast_value, oracle_value, tol):
-    """assert_allclose with rtol = tol and atol = tol * the largest oracle value."""
-    scale = max(float(np.max(np.abs(oracle_value), initial=0.0)), 1e-300)
-    np.testing.assert_allclose(fast_value, oracle_value, rtol=tol, atol=tol * scale)
-
-
-def _close_threshold(gth, gth0, gx0, tol):
-    """dL/dv_th: rtol = tol, atol = tol * the largest sum of |dL/dx| over an entry's terms."""
-    terms = ssm.sum_to_shape(np.abs(gx0).sum(axis=-1), np.shape(gth0))
-    scale = max(float(np.max(terms, initial=0.0)), 1e-300)
-    np.testing.assert_allclose(gth, gth0, rtol=tol, atol=tol * scale)
 
 
 def _check_lif(x, params, sg, gradient, reset, gs):
@@ -82,8 +53,8 @@ def _check_lif(x, params, sg, gradient, reset, gs):
     assert gth.shape == np.shape(params["v_th"])
     np.testing.assert_array_equal(s, s0)                    # both dtypes: same arithmetic, ties included
     tol = 1e-10 if x.dtype == np.float64 else F32_TOL
-    _close(gx, gx0, tol)
-    _close_threshold(gth, gth0, gx0, tol)
+    close(gx, gx0, tol)
+    close_threshold(gth, gth0, gx0, tol)
 
 
 @settings(max_examples=15, deadline=None)
@@ -94,8 +65,8 @@ def test_lif_matches_oracle(data):
     lead, L = data.draw(leads), data.draw(lengths)
     on_lattice, per_channel = data.draw(st.booleans()), data.draw(st.booleans())
     layout = data.draw(st.sampled_from(["contiguous", "transposed", "strided"]))
-    x = _signal(rng, lead + (L,), on_lattice, layout).astype(dtype)
-    params = {k: np.asarray(_param(rng, lead, values, on_lattice, per_channel), dtype)
+    x = signal(rng, lead + (L,), on_lattice, layout).astype(dtype)
+    params = {k: np.asarray(param(rng, lead, values, on_lattice, per_channel), dtype)
               for k, values in (("tau", [0.0, 0.25, 0.5, 0.875]), ("v_th", [0.5, 1.0]),
                                 ("v_reset", [-0.5, 0.0, 0.25]))}
     sg = surrogate.get(data.draw(st.sampled_from(SURROGATES)), fire_at_equality=data.draw(st.booleans()))
@@ -116,7 +87,7 @@ GRID = [(name, gradient, reset, dtype, equality)
 @pytest.mark.parametrize("name, gradient, reset, dtype, equality", GRID)
 def test_lif_every_surrogate_gradient_and_reset(name, gradient, reset, dtype, equality):
     rng = np.random.default_rng(len(name) + 7 * len(gradient))
-    x = _signal(rng, (2, 3, 12), on_lattice=True).astype(dtype)          # lattice: ties v == v_th
+    x = signal(rng, (2, 3, 12), on_lattice=True).astype(dtype)          # lattice: ties v == v_th
     params = dict(tau=np.asarray([0.5, 0.25, 0.875], dtype), v_th=np.asarray(1.0, dtype),
                   v_reset=np.asarray([0.0, -0.5, 0.25], dtype))
     sg = surrogate.get(name, fire_at_equality=equality)
@@ -139,7 +110,7 @@ def test_refractory_matches_oracle(data):
     L = data.draw(lengths)
     on_lattice = data.draw(st.booleans())
     layout = data.draw(st.sampled_from(["contiguous", "transposed", "strided"]))
-    y = _signal(rng, (B, H, L), on_lattice, layout).astype(dtype)
+    y = signal(rng, (B, H, L), on_lattice, layout).astype(dtype)
     if on_lattice:
         ln_vth = np.log(rng.choice([0.5, 1.0], H)).astype(dtype)
         log_theta = np.log(rng.choice([0.25, 0.5, 1.0], H)).astype(dtype)
@@ -158,7 +129,7 @@ def test_refractory_matches_oracle(data):
     tol = 1e-10 if dtype == np.float64 else F32_TOL
     for a, b in zip(fast.refractory_vjp(ctx, gs), REFRACTORY_VJP(ctx0, gs)):
         assert a.dtype == dtype and a.shape == b.shape
-        _close(a, b, tol)
+        close(a, b, tol)
 
 
 def test_vjps_use_only_their_ctx():

@@ -35,47 +35,17 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from refssm import spiking, ssm, surrogate
+from refssm import spiking, surrogate
 from refssm.kernels import spiking as fast
+from spike_checks import close, close_threshold, param, signal
 
 F32_TOL = 2e-5
 F32_VS_F64_TOL = 1e-4
 TIE_BAND = 1e-5
-LATTICE = np.array([-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5])
 SURROGATES = list(surrogate.SURROGATES)
 seeds = st.integers(0, 2**31)
 leads = st.sampled_from([(1,), (3,), (1, 1), (2, 3), (1, 5), (2, 5), (3, 7), (2, 1, 3)])
 lengths = st.one_of(st.just(1), st.sampled_from([2, 7, 16, 17, 33]), st.integers(1, 40))
-
-
-def _signal(rng, shape, on_lattice, layout):
-    """x of `shape`: contiguous, a transposed view, or every other step of a longer signal."""
-    def draw(shape):
-        return rng.choice(LATTICE, shape) if on_lattice else rng.normal(0.4, 1.0, shape)
-    if layout == "transposed":
-        return np.ascontiguousarray(draw(shape[::-1])).T
-    if layout == "strided":
-        return draw(shape[:-1] + (2 * shape[-1],))[..., ::2]
-    return draw(shape)
-
-
-def _param(rng, lead, values, on_lattice, per_channel):
-    shape = lead[-1:] if per_channel else ()
-    return rng.choice(values, shape) if on_lattice else rng.uniform(min(values), max(values), shape)
-
-
-def _close(fast_value, oracle_value, tol):
-    """assert_allclose with rtol = tol and atol = tol * the largest oracle value."""
-    scale = max(float(np.max(np.abs(oracle_value), initial=0.0)), 1e-300)
-    np.testing.assert_allclose(fast_value, oracle_value, rtol=tol, atol=tol * scale)
-
-
-def _close_threshold(gth, gth0, gx0, tol):
-    """dL/dv_th is a sum over time (and rows) that can cancel to far below its terms, whose size is
-    about that of dL/dx: rtol = tol, atol = tol * the largest sum of |dL/dx| over an entry's terms."""
-    terms = ssm.sum_to_shape(np.abs(gx0).sum(axis=-1), np.shape(gth0))
-    scale = max(float(np.max(terms, initial=0.0)), 1e-300)
-    np.testing.assert_allclose(gth, gth0, rtol=tol, atol=tol * scale)
 
 
 @contextlib.contextmanager
@@ -96,10 +66,10 @@ def _lif_case(data, dtype):
     lead, L = data.draw(leads), data.draw(lengths)
     on_lattice, per_channel = data.draw(st.booleans()), data.draw(st.booleans())
     layout = data.draw(st.sampled_from(["contiguous", "transposed", "strided"]))
-    x = _signal(rng, lead + (L,), on_lattice, layout)
-    params = dict(tau=_param(rng, lead, [0.0, 0.25, 0.5, 0.875], on_lattice, per_channel),
-                  v_th=_param(rng, lead, [0.5, 1.0], on_lattice, per_channel),
-                  v_reset=_param(rng, lead, [-0.5, 0.0, 0.25], on_lattice, per_channel))
+    x = signal(rng, lead + (L,), on_lattice, layout)
+    params = dict(tau=param(rng, lead, [0.0, 0.25, 0.5, 0.875], on_lattice, per_channel),
+                  v_th=param(rng, lead, [0.5, 1.0], on_lattice, per_channel),
+                  v_reset=param(rng, lead, [-0.5, 0.0, 0.25], on_lattice, per_channel))
     sg = surrogate.get(data.draw(st.sampled_from(SURROGATES)), fire_at_equality=data.draw(st.booleans()))
     gradient = data.draw(st.sampled_from(spiking.LIF_GRADIENTS))
     reset = data.draw(st.sampled_from(["hard", "soft"]))
@@ -123,8 +93,8 @@ def test_lif_matches_oracle(data, dtype, small):
     gx0, gth0 = spiking.lif_vjp(ctx0, gs)
     assert gx.dtype == dtype and gth.shape == np.shape(p["v_th"])
     tol = 1e-10 if dtype == np.float64 else F32_TOL
-    _close(gx, gx0, tol)
-    _close_threshold(gth, gth0, gx0, tol)
+    close(gx, gx0, tol)
+    close_threshold(gth, gth0, gx0, tol)
 
 
 @settings(max_examples=60, deadline=None)
@@ -152,8 +122,8 @@ def test_lif_float32_against_float64_oracle(data):
         keep &= ~np.any([np.abs(z - e) <= TIE_BAND * (1 + np.abs(v0)) for e in edges], axis=(0, -1))
     gx, gth = fast.lif_vjp(ctx, gs)
     gx0, gth0 = spiking.lif_vjp(ctx0, gs.astype(np.float64))
-    _close(gx[keep], gx0[keep], F32_VS_F64_TOL)
-    _close_threshold(gth[keep], gth0[keep], gx0[keep], F32_VS_F64_TOL)
+    close(gx[keep], gx0[keep], F32_VS_F64_TOL)
+    close_threshold(gth[keep], gth0[keep], gx0[keep], F32_VS_F64_TOL)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -184,7 +154,7 @@ def test_refractory_matches_oracle(data, dtype):
     L = data.draw(lengths)
     on_lattice = data.draw(st.booleans())
     layout = data.draw(st.sampled_from(["contiguous", "transposed", "strided"]))
-    y = _signal(rng, (B, H, L), on_lattice, layout).astype(dtype)
+    y = signal(rng, (B, H, L), on_lattice, layout).astype(dtype)
     if on_lattice:
         ln_vth = np.log(rng.choice([0.5, 1.0], H)).astype(dtype)
         log_theta = np.log(rng.choice([0.25, 0.5, 1.0], H)).astype(dtype)
@@ -203,7 +173,7 @@ def test_refractory_matches_oracle(data, dtype):
     tol = 1e-10 if dtype == np.float64 else F32_TOL
     for a, b in zip(fast.refractory_vjp(ctx, gs), spiking.refractory_vjp(ctx0, gs)):
         assert a.dtype == dtype and a.shape == b.shape
-        _close(a, b, tol)
+        close(a, b, tol)
 
 
 def test_registered_in_the_backend():
