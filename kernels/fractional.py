@@ -114,12 +114,9 @@ def fssm_conv_kernel_fwd(A, B, C, dt, L, alpha, method="gl", **kwargs):
             ctx, k, dict(method=method, gl=F.gl_context(k, ctx["A"], alpha, ctx["dt"], explicit)))
     if method == "soe_decoupled" and kwargs.get("omega") is not None:
         F.fssm_check_options(method, **kwargs)
-        ctx = F.fssm_conv_kernel_prepare(A, B, C, dt, L)
-        soe = F.soe_decoupled_prepare(ctx["A"], ctx["dt"], ctx["L"], kwargs["omega"], kwargs["eta"])
-        Wm = ctx["W"][..., None] * soe["eta"] * soe["b"]                                # (H, N/2, M)
-        Wm, adt = np.broadcast_arrays(Wm, soe["a"] * soe["dt"])                         # a dt = log Abar
+        ctx, Wm, adt = F.soe_decoupled_exponentials(A, B, C, dt, L, kwargs["omega"], kwargs["eta"])
         rows = lambda x: x.reshape(x.shape[:-2] + (-1,))                                # (H, N/2 M)
-        ctx.update(soe=soe, adt=adt, Abar=np.exp(adt))
+        ctx.update(adt=adt, Abar=np.exp(adt))
         return kssm.exp_sum(rows(Wm), rows(ctx["Abar"]), rows(adt), ctx["L"]), ctx
     return F.fssm_conv_kernel_fwd(A, B, C, dt, L, alpha, method, **kwargs)
 

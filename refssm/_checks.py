@@ -37,34 +37,18 @@ def as_array(name, x, *, ndim=None, min_ndim=None, dtype=np.float64, finite=True
     Inside `trusted()`: np.asarray(x), whatever its dtype. A device (CuPy) array stays on its device: inside
     `trusted()` it is returned as it is; outside, it is checked there and returned as a device array of `dtype`.
     """
-    if is_device_array(x):
-        return x if _TRUSTED.get() else _device_array(name, x, ndim, min_ndim, dtype, finite)
+    device = is_device_array(x)
     if _TRUSTED.get():
-        return np.asarray(x)
+        return x if device else np.asarray(x)
     try:
-        a = np.asarray(x, dtype=dtype)
+        a = x.astype(dtype, copy=False) if device else np.asarray(x, dtype=dtype)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{name} must be array-like of {np.dtype(dtype).name}: {e}") from None
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name} must have ndim == {ndim}, got shape {a.shape}")
     if min_ndim is not None and a.ndim < min_ndim:
         raise ValueError(f"{name} must have ndim >= {min_ndim}, got shape {a.shape}")
-    if finite and a.size and not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} must be finite (no NaN or inf)")
-    return a
-
-
-def _device_array(name, x, ndim, min_ndim, dtype, finite):
-    """as_array for a CuPy array: the same checks, run on the device (only their verdicts come to the host)."""
-    try:
-        a = x.astype(dtype, copy=False)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be array-like of {np.dtype(dtype).name}: {e}") from None
-    if ndim is not None and a.ndim != ndim:
-        raise ValueError(f"{name} must have ndim == {ndim}, got shape {a.shape}")
-    if min_ndim is not None and a.ndim < min_ndim:
-        raise ValueError(f"{name} must have ndim >= {min_ndim}, got shape {a.shape}")
-    if finite and a.size and not bool(array_module(a).isfinite(a).all()):
+    if finite and a.size and not bool(array_module(a).isfinite(a).all()):       # on the device: one verdict
         raise ValueError(f"{name} must be finite (no NaN or inf)")
     return a
 

@@ -811,6 +811,19 @@ def fssm_conv_kernel_prepare(A, B, C, dt, L):
     return dict(A=A, B=B, C=C, W=W, dt=dt, dt_shape=dt_shape, L=L, K_shape=K_shape)
 
 
+def soe_decoupled_exponentials(A, B, C, dt, L, omega, eta):
+    """The decoupled SOE layer kernel as one sum of H·N/2·M exponentials, the form its fast paths sum without a
+    Vandermonde matrix: K[h, l] = 2 Re Σ_{n,m} Wm[h,n,m] exp(adt[h,n,m] l), Wm = C_n B_n η_m b_nm, adt = a_nm dt.
+    Returns (ctx of fssm_conv_kernel_prepare with soe = soe_decoupled_prepare(...) added, Wm, adt), Wm and adt
+    (H, N/2, M) complex."""
+    ctx = fssm_conv_kernel_prepare(A, B, C, dt, L)
+    soe = soe_decoupled_prepare(ctx["A"], ctx["dt"], ctx["L"], omega, eta)
+    Wm = ctx["W"][..., None] * soe["eta"] * soe["b"]                                # (H, N/2, M)
+    Wm, adt = np.broadcast_arrays(Wm, soe["a"] * soe["dt"])                         # a dt = log Abar
+    ctx["soe"] = soe
+    return ctx, Wm, adt
+
+
 def fssm_conv_kernel_from_modes(ctx, k, modes):
     """K = 2 Re Σ_n W_n k_n from the per-mode kernels k (H, N/2, L) and their fssm_kernel_fwd ctx `modes`;
     both are kept in ctx for fssm_conv_kernel_vjp. Returns (K, ctx)."""

@@ -81,13 +81,10 @@ def fssm_conv_kernel_fwd(A, B, C, dt, L, alpha, method="gl", **kwargs):
         return device_module().asarray(K), ctx
     if method == "soe_decoupled" and kwargs.get("omega") is not None:
         F.fssm_check_options(method, **kwargs)
-        ctx = F.fssm_conv_kernel_prepare(A, B, C, dt, L)
-        soe = F.soe_decoupled_prepare(ctx["A"], ctx["dt"], ctx["L"], kwargs["omega"], kwargs["eta"])
-        Wm = ctx["W"][..., None] * soe["eta"] * soe["b"]                                # (H, N/2, M)
-        Wm, adt = np.broadcast_arrays(Wm, soe["a"] * soe["dt"])                         # a dt = log Abar
+        ctx, Wm, adt = F.soe_decoupled_exponentials(A, B, C, dt, L, kwargs["omega"], kwargs["eta"])
         flat = lambda x: x.reshape(x.shape[:-2] + (-1,))                                # (H, N/2 M)
         K, log_rows = exp_sum(flat(Wm), flat(adt), ctx["L"])
-        ctx.update(soe=soe, soe_shape=adt.shape, log_rows=log_rows)
+        ctx.update(soe_shape=adt.shape, log_rows=log_rows)
         return K, ctx
     K, ctx = F.fssm_conv_kernel_fwd(A, B, C, dt, L, alpha, method, **kwargs)
     return device_module().asarray(K), ctx
