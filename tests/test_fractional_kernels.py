@@ -10,6 +10,7 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 from scipy import special
 
+from kernel_checks import close, fractional_layer
 from refssm import _checks, backend, fractional as F
 from refssm.kernels import fractional as KF
 
@@ -86,20 +87,6 @@ def test_fast_path_bad_input(call):
 # the layer kernel fssm_conv_kernel_fwd / _vjp
 
 
-def _assert_close(got, want, rtol=1e-10):
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max(initial=0))
-
-
-def _layer(rng, H, N2, shared, strided):
-    draw = lambda *shape: rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
-    A = -rng.uniform(0.05, 2, (1 if shared else H, 2 * N2)) + 1j * rng.uniform(-4, 4, (1 if shared else H, 2 * N2))
-    B, C = 1 + 0.2 * draw(H, 2 * N2), draw(H, 2 * N2)
-    dt = rng.uniform(0.01, 0.3, 2 * H)
-    if strided:                                                                 # views with stride 2
-        return A[:, ::2], B[:, ::2], C[:, ::2], dt[::2]
-    return A[:, :N2].copy(), B[:, :N2].copy(), C[:, :N2].copy(), dt[:H].copy()
-
-
 @settings(max_examples=40, deadline=None)
 @given(H=st.integers(1, 3), N2=st.integers(1, 5), L=st.one_of(st.just(1), st.integers(1, 150)),
        method=st.sampled_from(["gl", "gl_explicit", "soe_decoupled"]), alpha=st.floats(0.1, 1.9),
@@ -107,7 +94,7 @@ def _layer(rng, H, N2, shared, strided):
        seed=st.integers(0, 2 ** 31))
 def test_conv_kernel_matches_oracle(H, N2, L, method, alpha, memory, M, shared, strided, seed):
     rng = np.random.default_rng(seed)
-    A, B, C, dt = _layer(rng, H, N2, shared, strided)
+    A, B, C, dt = fractional_layer(rng, H, N2, shared, strided)
     if method == "soe_decoupled":
         alpha, kw = min(alpha, 0.9), dict(omega=rng.uniform(0.01, 2.0, M), eta=rng.uniform(0.1, 3.0, M))
     else:
@@ -127,14 +114,14 @@ def test_conv_kernel_matches_oracle(H, N2, L, method, alpha, memory, M, shared, 
     assert [g.shape for g in grads_fast] == [g.shape for g in grads]
     assert [g.dtype for g in grads_fast] == [g.dtype for g in grads]
     for got, want in zip((K_fast, *grads_fast), (K, *grads)):
-        _assert_close(got, want)
+        close(got, want, 1e-10)
 
 
 def test_conv_kernel_float32_parameters_compute_in_double():
     # the training loop passes float32/complex64 parameters inside trusted(): K is still float64, computed
     # in complex128, equal to the float64 call on the same (rounded) values
     rng = np.random.default_rng(1)
-    A, B, C, dt = _layer(rng, 3, 4, False, False)
+    A, B, C, dt = fractional_layer(rng, 3, 4, False, False)
     f32 = (A.astype(np.complex64), B.astype(np.complex64), C.astype(np.complex64), dt.astype(np.float32))
     f64 = tuple(x.astype(np.complex128 if np.iscomplexobj(x) else np.float64) for x in f32)
     for method, alpha, kw in (("gl", 0.7, {}), ("gl_explicit", 1.4, {}),
@@ -143,12 +130,12 @@ def test_conv_kernel_float32_parameters_compute_in_double():
             K32, ctx = KF.fssm_conv_kernel_fwd(*f32, 200, alpha, method, **kw)
             grads = KF.fssm_conv_kernel_vjp(ctx, np.ones((3, 200), np.float32))
         assert K32.dtype == np.float64 and grads[0].dtype == np.complex128 and grads[3].dtype == np.float64
-        _assert_close(K32, F.fssm_conv_kernel(*f64, 200, alpha, method, **kw), rtol=1e-12)
+        close(K32, F.fssm_conv_kernel(*f64, 200, alpha, method, **kw), 1e-12)
 
 
 def test_conv_kernel_other_methods_run_the_oracle():
     rng = np.random.default_rng(2)
-    A, B, C, dt = _layer(rng, 2, 3, False, False)
+    A, B, C, dt = fractional_layer(rng, 2, 3, False, False)
     for method, kw in (("exact", {}), ("soe_coupled", dict(M=6)), ("soe_decoupled", dict(M=6))):
         K, ctx = KF.fssm_conv_kernel_fwd(A, B, C, dt, 20, 0.6, method, **kw)
         np.testing.assert_array_equal(K, F.fssm_conv_kernel(A, B, C, dt, 20, 0.6, method, **kw))
@@ -163,7 +150,7 @@ def test_soe_fast_path_never_forms_the_vandermonde_matrix():
     # oracle: (H, N/2, M, L) complex Vandermonde (here 32 MiB) and (H, N/2, L) kernels; fast path: O(H N M + H L)
     H, N2, M, L = 8, 32, 4, 4096
     rng = np.random.default_rng(3)
-    A, B, C, dt = _layer(rng, H, N2, False, False)
+    A, B, C, dt = fractional_layer(rng, H, N2, False, False)
     kw = dict(omega=rng.uniform(0.01, 2.0, M), eta=rng.uniform(0.1, 3.0, M))
     KF.fssm_conv_kernel_vjp(KF.fssm_conv_kernel_fwd(A, B, C, dt, 8, 0.7, "soe_decoupled", **kw)[1], np.ones((H, 8)))
     tracemalloc.start()

@@ -10,31 +10,15 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-cuda = pytest.importorskip("numba.cuda", reason="numba.cuda does not import: no CUDA kernels to test")
-if not cuda.is_available():
-    pytest.skip("numba.cuda sees no GPU and the simulator is off (NUMBA_ENABLE_CUDASIM=0)",
-                allow_module_level=True)
+from kernel_checks import close, fractional_layer, require_cuda_kernels
+
+require_cuda_kernels()
 
 from refssm import backend                                   # noqa: E402
 from refssm.kernels.cuda import device_module, fractional as fast   # noqa: E402
 
 TOL = 1e-10
 FWD, VJP = backend.oracle("fssm_kernel")
-
-
-def _close(got, expected):
-    np.testing.assert_allclose(backend.to_host(got), expected, rtol=TOL, atol=TOL * np.abs(expected).max(initial=0))
-
-
-def _layer(rng, H, N2, shared, strided):
-    """A (H or 1, N2) stable modes, B, C (H, N2) complex, dt (H,): contiguous or every other entry of a wider array."""
-    def draw(*shape):
-        return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
-    A = -rng.uniform(0.05, 2, (1 if shared else H, 2 * N2)) + 1j * rng.uniform(-4, 4, (1 if shared else H, 2 * N2))
-    B, C, dt = 1 + 0.2 * draw(H, 2 * N2), draw(H, 2 * N2), rng.uniform(0.01, 0.3, 2 * H)
-    if strided:
-        return A[:, ::2], B[:, ::2], C[:, ::2], dt[::2]
-    return A[:, :N2].copy(), B[:, :N2].copy(), C[:, :N2].copy(), dt[:H].copy()
 
 
 @settings(max_examples=15, deadline=None)
@@ -44,7 +28,7 @@ def _layer(rng, H, N2, shared, strided):
        seed=st.integers(0, 2 ** 31))
 def test_conv_kernel_matches_oracle(H, N2, L, method, alpha, memory, M, shared, strided, seed):
     rng = np.random.default_rng(seed)
-    A, B, C, dt = _layer(rng, H, N2, shared, strided)
+    A, B, C, dt = fractional_layer(rng, H, N2, shared, strided)
     if method == "soe_decoupled":
         alpha, kw = min(alpha, 0.9), dict(omega=rng.uniform(0.01, 2.0, M), eta=rng.uniform(0.1, 3.0, M))
     else:
@@ -61,26 +45,26 @@ def test_conv_kernel_matches_oracle(H, N2, L, method, alpha, memory, M, shared, 
     assert [g.shape for g in grads_fast] == [g.shape for g in grads]
     assert [g.dtype for g in grads_fast] == [g.dtype for g in grads]
     for got, want in zip((K_fast, *grads_fast), (K, *grads)):
-        _close(got, want)
+        close(backend.to_host(got), want, TOL)
 
 
 def test_gl_recursion_matches_oracle_with_memory_windows():
     rng = np.random.default_rng(4)
-    A, B, C, dt = _layer(rng, 2, 3, False, False)
+    A, B, C, dt = fractional_layer(rng, 2, 3, False, False)
     gK = rng.standard_normal((2, 30))
     for method in ("gl", "gl_explicit"):
         for memory in (None, 1, 7, 29, 40):
             K, ctx = FWD(A, B, C, dt, 30, 1.4, method, memory=memory)
             K_fast, ctx_fast = fast.fssm_conv_kernel_fwd(A, B, C, dt, 30, 1.4, method, memory=memory)
-            _close(K_fast, K)
+            close(backend.to_host(K_fast), K, TOL)
             np.testing.assert_allclose(ctx_fast["k"], ctx["k"], rtol=TOL, atol=TOL * np.abs(ctx["k"]).max())
             for got, want in zip(fast.fssm_conv_kernel_vjp(ctx_fast, gK), VJP(ctx, gK)):
-                _close(got, want)
+                close(backend.to_host(got), want, TOL)
 
 
 def test_other_methods_run_the_oracle():
     rng = np.random.default_rng(2)
-    A, B, C, dt = _layer(rng, 2, 3, False, False)
+    A, B, C, dt = fractional_layer(rng, 2, 3, False, False)
     for method, kw in (("exact", {}), ("soe_coupled", dict(M=6)), ("soe_decoupled", dict(M=6))):
         K, ctx = fast.fssm_conv_kernel_fwd(A, B, C, dt, 20, 0.6, method, **kw)
         np.testing.assert_array_equal(backend.to_host(K), FWD(A, B, C, dt, 20, 0.6, method, **kw)[0])
@@ -97,13 +81,13 @@ def test_other_methods_run_the_oracle():
 def test_vjp_uses_only_its_ctx():
     # two forwards, then their VJPs in the other order: each VJP gives its own forward's gradients
     rng = np.random.default_rng(6)
-    cases = [(*_layer(rng, 2, 2, False, False), 12, 1.5, "gl", {}),
-             (*_layer(rng, 2, 2, True, False), 12, 0.7, "soe_decoupled", dict(omega=[0.3, 1.0], eta=[1.0, 2.0]))]
+    cases = [(*fractional_layer(rng, 2, 2, False, False), 12, 1.5, "gl", {}),
+             (*fractional_layer(rng, 2, 2, True, False), 12, 0.7, "soe_decoupled", dict(omega=[0.3, 1.0], eta=[1.0, 2.0]))]
     gK = rng.standard_normal((2, 12))
     ctxs = [fast.fssm_conv_kernel_fwd(*args, **kw)[1] for *args, kw in cases]
     for (*args, kw), ctx in reversed(list(zip(cases, ctxs))):
         for got, want in zip(fast.fssm_conv_kernel_vjp(ctx, gK), VJP(FWD(*args, **kw)[1], gK)):
-            _close(got, want)
+            close(backend.to_host(got), want, TOL)
 
 
 def test_device_cotangent(request):
@@ -111,7 +95,7 @@ def test_device_cotangent(request):
     # method and the VJP takes a CuPy gK; the gradients come back to the host, equal to the host run's
     pytest.importorskip("fake_cupy", reason="the CuPy test double tests/fake_cupy.py is not here")
     rng = np.random.default_rng(3)
-    A, B, C, dt = _layer(rng, 2, 2, False, False)
+    A, B, C, dt = fractional_layer(rng, 2, 2, False, False)
     gK = rng.standard_normal((2, 10))
     cases = ((1.5, "gl", {}), (0.7, "gl", {}), (0.7, "soe_decoupled", dict(omega=[0.3, 1.0], eta=[1.0, 2.0])))
     forwards = (fast.fssm_conv_kernel_fwd(A, B, C, dt, 10, alpha, method, **kw) for alpha, method, kw in cases)

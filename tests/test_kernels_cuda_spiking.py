@@ -23,14 +23,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-cuda = pytest.importorskip("numba.cuda", reason="numba.cuda does not import: no CUDA kernels to test")
-if not cuda.is_available():
-    pytest.skip("numba.cuda sees no GPU and the simulator is off (NUMBA_ENABLE_CUDASIM=0)",
-                allow_module_level=True)
+from kernel_checks import require_cuda_kernels
+
+require_cuda_kernels()
 
 from refssm import backend, surrogate                       # noqa: E402
 from refssm.kernels.cuda import spiking as fast             # noqa: E402
-from spike_checks import close, close_threshold, param, signal            # noqa: E402
+from kernel_checks import LIF_BAD_INPUTS, close, close_threshold, param, signal            # noqa: E402
 
 F32_TOL = 2e-5
 SURROGATES = list(surrogate.SURROGATES)
@@ -157,22 +156,7 @@ def test_vjps_use_only_their_ctx():
         np.testing.assert_array_equal(a, b)
 
 
-X = np.ones((2, 3, 5))
-SG = surrogate.get("atan")
-BAD = [
-    ((np.array([0.0, np.nan]), 0.5, 1.0, SG), {}),
-    ((np.float64(1.0), 0.5, 1.0, SG), {}),
-    ((np.zeros((2, 0)), 0.5, 1.0, SG), {}),
-    ((X, 1.0, 1.0, SG), {}),
-    ((X, 0.5, 0.0, SG), {}),
-    ((X, 0.5, 1.0, SG), {"reset": "none"}),
-    ((X, 0.5, 1.0, SG), {"gradient": "sltt"}),
-    ((X, np.full(4, 0.5), 1.0, SG), {}),
-    ((X, 0.5, 1.0, SG), {"v_reset": np.inf}),
-]
-
-
-@pytest.mark.parametrize("args, kwargs", BAD)
+@pytest.mark.parametrize("args, kwargs", LIF_BAD_INPUTS)
 def test_bad_input_raises_the_oracles_error(args, kwargs):
     with pytest.raises(ValueError) as expected:
         LIF(*args, **kwargs)
@@ -182,10 +166,10 @@ def test_bad_input_raises_the_oracles_error(args, kwargs):
 
 
 def test_vjps_reject_a_wrong_cotangent_shape():
-    _, ctx = fast.lif(X, 0.5, 1.0, SG)
+    _, ctx = fast.lif(np.ones((2, 3, 5)), 0.5, 1.0, surrogate.get("atan"))
     with pytest.raises(ValueError, match="gs must have shape"):
         fast.lif_vjp(ctx, np.ones((2, 3, 4)))
-    _, ctx = fast.refractory(X, np.zeros(3), np.zeros(3), 0.5, 0.5, SG)
+    _, ctx = fast.refractory(np.ones((2, 3, 5)), np.zeros(3), np.zeros(3), 0.5, 0.5, surrogate.get("atan"))
     with pytest.raises(ValueError, match="gs must have shape"):
         fast.refractory_vjp(ctx, np.ones((2, 3, 4)))
 

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-cuda = pytest.importorskip("numba.cuda", reason="numba.cuda does not import: no CUDA kernels to test")
-if not cuda.is_available():
-    pytest.skip("numba.cuda sees no GPU and the simulator is off (NUMBA_ENABLE_CUDASIM=0)",
-                allow_module_level=True)
+from kernel_checks import close, require_cuda_kernels
+
+require_cuda_kernels()
 
 from refssm import _checks, backend, ssm                    # noqa: E402
 from refssm.kernels.cuda import device_module, ssm as fast  # noqa: E402
@@ -25,20 +24,15 @@ KERNEL, KERNEL_VJP = backend.oracle("ssm_kernel")
 seeds = st.integers(0, 2**31)
 
 
-def _close(got, expected):
-    got = backend.to_host(got)
-    np.testing.assert_allclose(got, expected, rtol=TOL, atol=TOL * np.abs(expected).max(initial=0))
-
-
 def _check(args, gK):
     """Forward and VJP against the oracle's; K on the device module, the gradients on the host."""
     (K, ctx), (K0, ctx0) = fast.kernel_fwd(*args), KERNEL(*args)
     assert type(K) is device_module().ndarray and K.dtype == np.float64 and K.shape == K0.shape
     assert "V" not in ctx                                                      # no Vandermonde kept
-    _close(K, K0)
+    close(backend.to_host(K), K0, TOL)
     for g, g0 in zip(fast.kernel_vjp(ctx, device_module().asarray(gK)), KERNEL_VJP(ctx0, gK)):
         assert g.shape == g0.shape and g.dtype == g0.dtype
-        _close(g, g0)
+        close(backend.to_host(g), g0, TOL)
 
 
 @settings(max_examples=15, deadline=None)
@@ -77,7 +71,7 @@ def test_vjp_uses_only_its_ctx():
     ctxs = [fast.kernel_fwd(*args)[1] for args in cases]
     for args, ctx in reversed(list(zip(cases, ctxs))):
         for g, g0 in zip(fast.kernel_vjp(ctx, gK), KERNEL_VJP(KERNEL(*args)[1], gK)):
-            _close(g, g0)
+            close(backend.to_host(g), g0, TOL)
 
 
 def test_bad_input_raises_the_oracles_error():

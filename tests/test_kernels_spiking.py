@@ -37,7 +37,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 from refssm import spiking, surrogate
 from refssm.kernels import spiking as fast
-from spike_checks import close, close_threshold, param, signal
+from kernel_checks import LIF_BAD_INPUTS, close, close_threshold, param, signal
 
 F32_TOL = 2e-5
 F32_VS_F64_TOL = 1e-4
@@ -183,22 +183,7 @@ def test_registered_in_the_backend():
     assert backend.oracle("lif") == (spiking.lif, spiking.lif_vjp)
 
 
-X = np.ones((2, 3, 5))
-SG = surrogate.get("atan")
-BAD = [
-    ((np.array([0.0, np.nan]), 0.5, 1.0, SG), {}),
-    ((np.float64(1.0), 0.5, 1.0, SG), {}),
-    ((np.zeros((2, 0)), 0.5, 1.0, SG), {}),
-    ((X, 1.0, 1.0, SG), {}),
-    ((X, 0.5, 0.0, SG), {}),
-    ((X, 0.5, 1.0, SG), {"reset": "none"}),
-    ((X, 0.5, 1.0, SG), {"gradient": "sltt"}),
-    ((X, np.full(4, 0.5), 1.0, SG), {}),
-    ((X, 0.5, 1.0, SG), {"v_reset": np.inf}),
-]
-
-
-@pytest.mark.parametrize("args, kwargs", BAD)
+@pytest.mark.parametrize("args, kwargs", LIF_BAD_INPUTS)
 def test_bad_input_raises_the_oracles_error(args, kwargs):
     with pytest.raises(ValueError) as expected:
         spiking.lif(*args, **kwargs)
@@ -208,6 +193,6 @@ def test_bad_input_raises_the_oracles_error(args, kwargs):
 
 
 def test_vjp_rejects_a_wrong_cotangent_shape():
-    _, ctx = fast.lif(X, 0.5, 1.0, SG)
+    _, ctx = fast.lif(np.ones((2, 3, 5)), 0.5, 1.0, surrogate.get("atan"))
     with pytest.raises(ValueError, match="gs must have shape"):
         fast.lif_vjp(ctx, np.ones((2, 3, 4)))
