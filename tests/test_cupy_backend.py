@@ -94,7 +94,12 @@ def test_float32_on_cupy_follows_float64(cupy_module):
 def _run(tmp_path, name, backend_name, **kw):
     return train.run("spikingssm", str(tmp_path / name), log=lambda *a: None, progress=_Quiet(),
                      model_overrides=dict(H=4, N=4, n_layers=1, dtype="float64", backend=backend_name),
-                     task="digits", epochs=1, batch_size=128, seed=3, **kw)
+                     task="digits", epochs=1, batch_size=256, seed=3, **kw)
+
+
+def _resume(tmp_path, name, backend_name, **kw):
+    return train.run(None, str(tmp_path / name), resume=True, log=lambda *a: None, progress=_Quiet(),
+                     model_overrides=dict(backend=backend_name), **kw)
 
 
 class _Quiet:
@@ -106,22 +111,21 @@ class _Quiet:
 
 
 def test_training_saves_on_cupy_and_resumes_on_numpy_and_back(tmp_path, cupy_module):
-    """Checkpoints hold host arrays whatever the backend; a run moves between backends with --resume --backend."""
-    _run(tmp_path, "numpy", "numpy", stop_after=4)
-    ref = checkpoint.load(tmp_path / "numpy" / train.CKPT_NAME)
-
+    """Checkpoints hold host arrays whatever the backend; a run moves between backends with --resume --backend
+    and ends (validation, best.h5, test evaluation on cupy) where a run that never moved ends."""
+    ref = _run(tmp_path, "numpy", "numpy")                                          # 5 steps, then evaluation
     _run(tmp_path, "mixed", "cupy", stop_after=2)                                  # 2 steps on the "GPU"
     saved = checkpoint.load(tmp_path / "mixed" / train.CKPT_NAME)
     assert all(type(v) is np.ndarray for v in saved.params.values())
     assert all(type(v) is np.ndarray for v in saved.opt_state["m"].values())
-    train.run(None, str(tmp_path / "mixed"), resume=True, stop_after=3, log=lambda *a: None, progress=_Quiet(),
-              model_overrides=dict(backend="numpy"))                               # step 3 on the host
-    train.run(None, str(tmp_path / "mixed"), resume=True, stop_after=4, log=lambda *a: None, progress=_Quiet(),
-              model_overrides=dict(backend="cupy"))                                # step 4 back on the "GPU"
-    mixed = checkpoint.load(tmp_path / "mixed" / train.CKPT_NAME)
-    assert mixed.step == ref.step == 4
-    for name, v in ref.params.items():
-        np.testing.assert_allclose(mixed.params[name], v, rtol=1e-8, atol=1e-12, err_msg=name)
+    _resume(tmp_path, "mixed", "numpy", stop_after=3)                              # step 3 on the host
+    mixed = _resume(tmp_path, "mixed", "cupy")                                     # the rest back on the "GPU"
+    assert mixed["steps"] == ref["steps"] == 5
+    for key in ("test_acc", "test_loss", "spike_rate"):
+        np.testing.assert_allclose(mixed[key], ref[key], rtol=1e-8, err_msg=key)
+    last, ref_last = (checkpoint.load(tmp_path / n / train.CKPT_NAME) for n in ("mixed", "numpy"))
+    for name, v in ref_last.params.items():
+        np.testing.assert_allclose(last.params[name], v, rtol=1e-8, atol=1e-12, err_msg=name)
 
 
 def test_cupy_refuses_data_parallel_runs(tmp_path, cupy_module):
