@@ -218,3 +218,17 @@ def test_fake_cupy_arrays_run_in_numbas_cuda_simulator(fake_cupy):
     a, out = fake_cupy.arange(5.0), fake_cupy.empty(5)
     twice[1, 8](a, out)
     assert type(out).__module__ == "cupy" and out.get().tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
+
+
+def test_the_double_has_only_what_the_real_cupy_has():
+    """Every name the double offers (module functions, ufunc.at, cupyx.scipy.fft / special) exists in the real
+    CuPy, where one imports (the `gpu` extra; it imports without a GPU). The double allows less than CuPy 14
+    (no put_along_axis, as in CuPy 13), never more."""
+    import fake_cupy
+    real = {name: pytest.importorskip(name) for name in fake_cupy.MODULES}
+    for name, module in fake_cupy.MODULES.items():
+        offered = [k for k in vars(module) if not k.startswith("_") and not isinstance(vars(module)[k],
+                                                                                      type(fake_cupy))]
+        missing = [k for k in offered if not hasattr(real[name], k)]
+        assert missing == [], f"{name} lacks {missing}"
+    assert all(hasattr(getattr(real["cupy"], k), "at") for k in fake_cupy.AT_UFUNCS)
