@@ -2,12 +2,12 @@
 measured in one run, the two sides alternating (A B A B ...).
 
     python validation/bench_gpu.py                       # both configurations below, 3 rounds
-    python validation/bench_gpu.py --anchor /path/to/python --lif-backend triton --rounds 2
+    python validation/bench_gpu.py --anchor /path/to/python --lif-backend torch --rounds 2
 
 Configurations: canonical B=16 H=128 N=64 L=1024, 4 layers; long B=4 H=128 N=64 L=16384, 2 layers (as
 validation/bench_train_step.py on the CPU). Each measurement is a fresh process timing the median of STEPS
 steps after a warm-up step: refssm by `python -m refssm.bench train-step --backend cupy`, the anchor by
-validation/gpu_anchor.py (the same network and neuron, SpikingJelly's CuPy LIF kernel by default), both in
+validation/gpu_anchor.py (the same network and neuron, SpikingJelly's fused LIF kernel by default), both in
 float32. Targets (the CuPy issue): refssm at least as fast as the anchor at L=1024, at least 2x at L=16384.
 
 --anchor: a Python with torch (CUDA) and spikingjelly; default this one.
@@ -44,15 +44,17 @@ def refssm_step(B, H, N, L, layers, steps):
 
 
 def anchor_step(python, lif_backend, *sizes):
-    v = _values(_run([python, os.path.join(HERE, "gpu_anchor.py"), *map(str, sizes), "--lif-backend", lif_backend]))
-    return v["seconds_per_step"], v["peak_gpu_mb"]
+    out = _run([python, os.path.join(HERE, "gpu_anchor.py"), *map(str, sizes), "--lif-backend", lif_backend])
+    v = _values(out)
+    return v["seconds_per_step"], v["peak_gpu_mb"], out.splitlines()[0]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--anchor", default=sys.executable, help="python with torch (CUDA) and spikingjelly")
-    ap.add_argument("--lif-backend", choices=("cupy", "triton", "torch"), default="cupy",
-                    help="SpikingJelly's LIF backend on the anchor side (default cupy)")
+    ap.add_argument("--lif-backend", choices=("auto", "cuda", "cupy", "triton", "torch"), default="auto",
+                    help="SpikingJelly's LIF implementation on the anchor side (validation/gpu_anchor.py; default "
+                         "auto, its fused kernel)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--configs", nargs="+", choices=tuple(CONFIGS), default=list(CONFIGS))
     args = ap.parse_args()
@@ -66,7 +68,9 @@ def main():
         ours, theirs = [], []
         for r in range(args.rounds):
             t, m = refssm_step(*sizes)
-            a, am = anchor_step(args.anchor, args.lif_backend, *sizes)
+            a, am, header = anchor_step(args.anchor, args.lif_backend, *sizes)
+            if r == 0:
+                print(f"  anchor: {header}")
             ours.append(t)
             theirs.append(a)
             print(f"  {name} round {r + 1}: refssm {t:.4f} s/step ({m:.0f} MB)  anchor {a:.4f} s/step ({am:.0f} MB)  "
